@@ -1,0 +1,138 @@
+"""One frozen settings object per process, read from the environment once at start-up.
+
+Every variable the platform reads is declared here, with its default and meaning; `ragpoc --help`
+prints this table (see `describe_environment`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+__all__ = ["ENVIRONMENT", "Settings", "SettingsError", "describe_environment", "load_settings"]
+
+
+class SettingsError(Exception):
+    """A setting in the environment is missing or malformed; the message names the variable."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    data_dir: Path = Path(".ragpoc")
+    redis_url: str = ""
+    database_url: str = ""
+    qdrant_url: str = ""
+    openai_base_url: str = "http://127.0.0.1:1573/v1"
+    openai_api_key: str = "mock-key"
+    chat_model: str = "mock-gpt"
+    embedding_model: str = "mock-embedding"
+    namespace: str = "ragpoc"
+    partitions: int = 16
+    host: str = "127.0.0.1"
+    gateway_port: int = 8001
+    ingestor_port: int = 8002
+    mockai_port: int = 1573
+    ingestor_base_url: str = ""
+    runner_metrics_port: int = 0
+    test_hold_seconds: float = 0.0
+    dev: bool = False
+    log_level: str = "info"
+    log_format: str = "auto"
+    consumer_block_ms: int = 1000
+    consumer_min_idle_ms: int = 30_000
+    consumer_max_deliveries: int = 5
+    max_body_bytes: int = 1_048_576
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The DATABASE_URL with an async driver; SQLite in the data folder when unset."""
+        url = self.database_url or f"sqlite:///{self.data_dir.resolve() / 'ragpoc.db'}"
+        for plain, driver in (
+            ("sqlite:", "sqlite+aiosqlite:"),
+            ("postgresql:", "postgresql+psycopg:"),
+            ("postgres:", "postgresql+psycopg:"),
+        ):
+            if url.startswith(plain):
+                return driver + url[len(plain) :]
+        return url
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.host}:{self.gateway_port}"
+
+    @property
+    def ingestor_url(self) -> str:
+        """Where the gateway and runners reach the ingestor (INGESTOR_URL, else this host)."""
+        return self.ingestor_base_url or f"http://{self.host}:{self.ingestor_port}"
+
+
+# variable name -> (field, meaning). The field's default is in Settings.
+ENVIRONMENT: dict[str, tuple[str, str]] = {
+    "RAGPOC_DATA_DIR": ("data_dir", "folder for the embedded Valkey, SQLite and Qdrant data"),
+    "REDIS_URL": ("redis_url", "Redis/Valkey to use; `ragpoc up` starts Valkey when unset"),
+    "DATABASE_URL": ("database_url", "SQL read models; SQLite in the data folder when unset"),
+    "QDRANT_URL": ("qdrant_url", "Qdrant server; Qdrant local mode in the data folder when unset"),
+    "OPENAI_BASE_URL": ("openai_base_url", "OpenAI-compatible endpoint (mockai by default)"),
+    "OPENAI_API_KEY": ("openai_api_key", "API key for that endpoint"),
+    "RAGPOC_CHAT_MODEL": ("chat_model", "chat model name"),
+    "RAGPOC_EMBEDDING_MODEL": ("embedding_model", "embedding model name"),
+    "RAGPOC_NAMESPACE": ("namespace", "prefix of every Redis key and stream"),
+    "RAGPOC_PARTITIONS": ("partitions", "number of event-log partitions (fixed per deployment)"),
+    "RAGPOC_HOST": ("host", "interface the HTTP services bind to"),
+    "GATEWAY_PORT": ("gateway_port", "gateway HTTP port"),
+    "INGESTOR_PORT": ("ingestor_port", "ingestor HTTP port"),
+    "MOCKAI_PORT": ("mockai_port", "mockai HTTP port"),
+    "INGESTOR_URL": ("ingestor_base_url", "the ingestor's base URL; this host's port when unset"),
+    "RUNNER_METRICS_PORT": ("runner_metrics_port", "runner Prometheus port (0: off)"),
+    "TEST_HOLD_SECONDS": ("test_hold_seconds", "keep every run busy this long (for race tests)"),
+    "RAGPOC_DEV": ("dev", "development mode (enables per-request test knobs)"),
+    "RAGPOC_LOG_LEVEL": ("log_level", "debug, info, warning or error"),
+    "RAGPOC_LOG_FORMAT": ("log_format", "json, console, or auto (console on a terminal)"),
+    "RAGPOC_CONSUMER_BLOCK_MS": ("consumer_block_ms", "how long a consumer blocks on XREADGROUP"),
+    "RAGPOC_CONSUMER_MIN_IDLE_MS": (
+        "consumer_min_idle_ms",
+        "idle time after which a pending entry is reclaimed from a dead consumer",
+    ),
+    "RAGPOC_CONSUMER_MAX_DELIVERIES": (
+        "consumer_max_deliveries",
+        "deliveries after which an entry is dead-lettered",
+    ),
+    "RAGPOC_MAX_BODY_BYTES": ("max_body_bytes", "largest accepted HTTP request body"),
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from the environment, failing fast with the variable's name."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, str] = {}
+    for variable, (field, _) in ENVIRONMENT.items():
+        value = env.get(variable)
+        if value is not None and value != "":
+            raw[field] = value
+    try:
+        return msgspec.convert(raw, Settings, strict=False, dec_hook=_decode_path)
+    except msgspec.ValidationError as exc:
+        match = re.search(r"\$\.(\w+)", str(exc))
+        field = match.group(1) if match else ""
+        variable = next((v for v, (f, _) in ENVIRONMENT.items() if f == field), field)
+        raise SettingsError(f"environment variable {variable} is invalid: {exc}") from exc
+
+
+def _decode_path(type_: type, value: object) -> object:
+    if type_ is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError
+
+
+def describe_environment() -> str:
+    """A table of every variable, its default and meaning, for `--help`."""
+    defaults = Settings()
+    lines = []
+    for variable, (field, meaning) in ENVIRONMENT.items():
+        default = getattr(defaults, field)
+        shown = f" [default: {default}]" if default not in ("", None) else ""
+        lines.append(f"  {variable:<32} {meaning}{shown}")
+    return "\n".join(lines)

@@ -1,0 +1,56 @@
+"""The only place events and commands are turned into bytes and back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from libs.events.commands import Command
+from libs.events.run import RunEvent
+from libs.events.task import TaskEvent
+
+__all__ = [
+    "AnyEvent",
+    "EventDecodeError",
+    "decode_command",
+    "decode_event",
+    "encode",
+    "event_to_builtins",
+]
+
+AnyEvent = TaskEvent | RunEvent
+
+
+class EventDecodeError(ValueError):
+    """Bytes that are not a known event or command (corrupt entry or unknown `type`)."""
+
+
+_encoder = msgspec.json.Encoder()
+_event_decoder = msgspec.json.Decoder(AnyEvent)
+_command_decoder = msgspec.json.Decoder(Command)
+
+
+def encode(message: AnyEvent | Command) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode_event(data: bytes | str) -> AnyEvent:
+    try:
+        event: AnyEvent = _event_decoder.decode(data)
+        return event
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise EventDecodeError(f"not a known event: {exc}") from exc
+
+
+def decode_command(data: bytes | str) -> Command:
+    try:
+        command: Command = _command_decoder.decode(data)
+        return command
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise EventDecodeError(f"not a known command: {exc}") from exc
+
+
+def event_to_builtins(event: AnyEvent) -> dict[str, Any]:
+    result: dict[str, Any] = msgspec.to_builtins(event)
+    return result

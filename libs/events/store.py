@@ -1,0 +1,120 @@
+"""Append events to a task's stream and its partition log in one step; read them back.
+
+An event is appended by one Lua script to both the task's stream (what SSE replays) and the
+partition log (what the projector follows). Both keys share the partition's hash tag. When a
+lock key and token are given the script first checks that the caller still holds the task's
+lock, so a paused "zombie" runner's events never reach the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import redis.asyncio as aioredis
+
+from libs.events.codec import AnyEvent, decode_event, encode
+from libs.events.names import Keys
+
+# Stream entries as redis-py returns them with decode_responses=True.
+Entries = list[tuple[str, dict[str, str]]]
+
+__all__ = ["Appended", "Entries", "EventStore", "LockLost", "StoredEvent", "connect_redis"]
+
+_APPEND = """
+if KEYS[3] ~= nil and redis.call('GET', KEYS[3]) ~= ARGV[4] then
+  return redis.error_reply('LOCKLOST task lock is no longer held by this run')
+end
+local id = redis.call('XADD', KEYS[1], '*', 'type', ARGV[1], 'data', ARGV[2])
+local log_id = redis.call('XADD', KEYS[2], '*', 'type', ARGV[1], 'data', ARGV[2],
+  'task', ARGV[3], 'sid', id)
+return {id, log_id}
+"""
+
+
+class LockLost(Exception):
+    """The run tried to append under a lock it no longer holds; nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as read from a stream. `entry_id` is the id in the stream it was read from;
+    `stream_id` is always the id in the task's own stream (what SSE clients see)."""
+
+    entry_id: str
+    stream_id: str
+    event: AnyEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """Where an appended event landed: its id in the task's stream and in the partition log."""
+
+    stream_id: str
+    log_id: str
+    partition: int
+
+
+def connect_redis(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+
+
+def _decode_entry(entry_id: str, fields: dict[str, str]) -> StoredEvent:
+    return StoredEvent(
+        entry_id=entry_id,
+        stream_id=fields.get("sid", entry_id),
+        event=decode_event(fields["data"]),
+    )
+
+
+class EventStore:
+    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._append = redis.register_script(_APPEND)
+
+    async def append(self, event: AnyEvent, *, lock_token: str | None = None) -> Appended:
+        """Append `event` to its task's stream and partition log in one step."""
+        task_id = event.task_id
+        partition = self.keys.partition_of(task_id)
+        keys = [self.keys.task_events(task_id), self.keys.partition_log(partition)]
+        args: list[str | int] = [type(event).__struct_config__.tag or "", encode(event).decode()]
+        args.append(task_id)
+        if lock_token is not None:
+            keys.append(self.keys.task_lock(task_id))
+            args.append(lock_token)
+        try:
+            stream_id, log_id = await self._append(keys=keys, args=args)
+        except aioredis.ResponseError as exc:
+            if "LOCKLOST" in str(exc):
+                raise LockLost(str(exc)) from exc
+            raise
+        return Appended(stream_id=stream_id, log_id=log_id, partition=partition)
+
+    async def task_events(
+        self, task_id: int, *, after: str = "-", count: int | None = None
+    ) -> list[StoredEvent]:
+        """The task's events after entry id `after` (exclusive), oldest first."""
+        start = "-" if after in ("-", "0", "0-0", "") else f"({after}"
+        entries = cast(
+            Entries,
+            await self.redis.xrange(self.keys.task_events(task_id), start, "+", count=count),
+        )
+        return [_decode_entry(entry_id, fields) for entry_id, fields in entries]
+
+    async def follow(
+        self, streams: Sequence[str], after: dict[str, str], *, block_ms: int = 1000
+    ) -> AsyncIterator[tuple[str, StoredEvent] | None]:
+        """Yield (stream, event) as entries arrive after the given ids, and None each time a
+        read waited `block_ms` with nothing new (callers use it for heartbeats); forever."""
+        positions = {stream: after.get(stream, "0-0") for stream in streams}
+        while True:
+            reply = await self.redis.xread(positions, count=100, block=block_ms)  # type: ignore[arg-type]
+            if not reply:
+                yield None
+                continue
+            for stream, entries in cast(list[tuple[str, Entries]], reply):
+                for entry_id, fields in entries:
+                    positions[stream] = entry_id
+                    yield stream, _decode_entry(entry_id, fields)

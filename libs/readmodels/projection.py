@@ -1,0 +1,136 @@
+"""Pure projection functions: `(state, event) -> state`, no I/O.
+
+The projector folds every event of the log through these; `ragpoc rebuild` folds the same events
+through the same functions, so live and rebuilt read models cannot differ.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from msgspec.structs import replace
+
+from libs.events import (
+    AnyEvent,
+    LlmDelta,
+    RunCompleted,
+    RunFailed,
+    RunRequested,
+    RunStarted,
+    TaskCreated,
+)
+
+__all__ = ["ActivityItem", "RunView", "TaskView", "project_run", "project_task", "summarize"]
+
+
+class TaskView(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    title: str
+    description: str
+    status: str
+    created_at: float
+    updated_at: float
+    last_run_id: str = ""
+    last_answer: str = ""
+    last_error: str = ""
+    runs: int = 0
+
+
+class RunView(msgspec.Struct, frozen=True, kw_only=True):
+    run_id: str
+    task_id: int
+    status: str
+    requested_at: float
+    fence: int = 0
+    query: str = ""
+    answer: str = ""
+    error: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class ActivityItem(msgspec.Struct, frozen=True, kw_only=True):
+    task_id: int
+    entry_id: str
+    run_id: str
+    type: str
+    at: float
+    summary: str
+
+
+def project_task(task: TaskView | None, event: AnyEvent) -> TaskView | None:
+    match event:
+        case TaskCreated():
+            if task is not None:
+                return task
+            return TaskView(
+                id=event.task_id,
+                title=event.title,
+                description=event.description,
+                status="new",
+                created_at=event.at,
+                updated_at=event.at,
+            )
+        case _ if task is None:
+            return None
+        case RunRequested():
+            return replace(
+                task,
+                status="queued",
+                last_run_id=event.run_id,
+                last_error="",
+                runs=task.runs + 1,
+                updated_at=event.at,
+            )
+        case _ if event.run_id != task.last_run_id:
+            return task  # a late event of an older run does not move the task
+        case RunStarted():
+            return replace(task, status="running", updated_at=event.at)
+        case RunCompleted():
+            return replace(task, status="done", last_answer=event.answer, updated_at=event.at)
+        case RunFailed():
+            return replace(task, status="failed", last_error=event.reason, updated_at=event.at)
+        case _:
+            return task
+
+
+def project_run(run: RunView | None, event: AnyEvent) -> RunView | None:
+    match event:
+        case RunRequested():
+            if run is not None:
+                return run
+            return RunView(
+                run_id=event.run_id,
+                task_id=event.task_id,
+                status="queued",
+                fence=event.fence,
+                query=event.query,
+                requested_at=event.at,
+            )
+        case _ if run is None:
+            return None
+        case RunStarted():
+            return replace(run, status="running", started_at=event.at)
+        case RunCompleted():
+            return replace(run, status="done", answer=event.answer, finished_at=event.at)
+        case RunFailed():
+            return replace(run, status="failed", error=event.reason, finished_at=event.at)
+        case _:
+            return run
+
+
+def summarize(event: AnyEvent) -> str | None:
+    """One line for the Activity timeline; None for events too fine-grained to list."""
+    match event:
+        case TaskCreated():
+            return f"Task created: {event.title}"
+        case RunRequested():
+            return f"Run {event.run_id[:8]} requested" + (f": {event.query}" if event.query else "")
+        case RunStarted():
+            return f"Run {event.run_id[:8]} started"
+        case RunCompleted():
+            return f"Run {event.run_id[:8]} completed: {event.answer[:200]}"
+        case RunFailed():
+            return f"Run {event.run_id[:8]} failed: {event.reason}"
+        case LlmDelta():
+            return None
+    return None

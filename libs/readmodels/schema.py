@@ -1,0 +1,59 @@
+"""The SQL read models (written only by the projector) and the projector's positions."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = ["activity", "metadata", "projector_positions", "runs", "tasks"]
+
+metadata = sa.MetaData()
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("last_run_id", sa.String(64), nullable=False, default=""),
+    sa.Column("last_answer", sa.Text, nullable=False, default=""),
+    sa.Column("last_error", sa.Text, nullable=False, default=""),
+    sa.Column("runs", sa.Integer, nullable=False, default=0),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("task_id", sa.BigInteger, nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("fence", sa.BigInteger, nullable=False, default=0),
+    sa.Column("query", sa.Text, nullable=False, default=""),
+    sa.Column("answer", sa.Text, nullable=False, default=""),
+    sa.Column("error", sa.Text, nullable=False, default=""),
+    sa.Column("requested_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=True),
+    sa.Column("finished_at", sa.Float, nullable=True),
+)
+
+activity = sa.Table(
+    "activity",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("task_id", sa.BigInteger, nullable=False, index=True),
+    sa.Column("entry_id", sa.String(32), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False, default=""),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.UniqueConstraint("task_id", "entry_id", name="uq_activity_entry"),
+)
+
+projector_positions = sa.Table(
+    "projector_positions",
+    metadata,
+    sa.Column("partition", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("last_id", sa.String(32), nullable=False),
+)

@@ -1,0 +1,127 @@
+"""`ragpoc`: one command for the whole platform and for each service."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from libs.common import Settings, SettingsError, load_settings
+from libs.common.logging import configure_logging
+from libs.common.settings import describe_environment
+
+__all__ = ["main"]
+
+
+def _serve_http(app_name: str, settings: Settings) -> None:
+    import uvicorn
+    from starlette.applications import Starlette
+
+    from services.gateway.app import create_app as gateway_app
+    from services.ingestor.app import create_app as ingestor_app
+    from services.mockai import create_app as mockai_app
+
+    apps: dict[str, tuple[Callable[[], Starlette], int]] = {
+        "gateway": (lambda: gateway_app(settings), settings.gateway_port),
+        "ingestor": (lambda: ingestor_app(settings), settings.ingestor_port),
+        "mockai": (mockai_app, settings.mockai_port),
+    }
+    factory, port = apps[app_name]
+    uvicorn.run(
+        factory(),
+        host=settings.host,
+        port=port,
+        log_level=settings.log_level,
+        access_log=settings.log_level == "debug",
+        timeout_graceful_shutdown=5,
+    )
+
+
+def _up(settings: Settings) -> int:
+    from services.supervisor import run_stack
+
+    return run_stack(settings)
+
+
+def _runner(settings: Settings) -> int:
+    from services.runner.main import main as runner_main
+
+    runner_main(settings)
+    return 0
+
+
+def _projector(settings: Settings) -> int:
+    from services.projector.main import main as projector_main
+
+    projector_main(settings)
+    return 0
+
+
+def _http(name: str) -> Callable[[Settings], int]:
+    def run(settings: Settings) -> int:
+        _serve_http(name, settings)
+        return 0
+
+    return run
+
+
+COMMANDS: dict[str, tuple[Callable[[Settings], int], str]] = {
+    "up": (
+        _up,
+        "Start the whole stack on this machine: an embedded Valkey (unless REDIS_URL is set), "
+        "mockai (unless OPENAI_BASE_URL is set), projector, ingestor, runner and gateway, each "
+        "in its own process. Ctrl-C stops them all.",
+    ),
+    "gateway": (_http("gateway"), "HTTP API, web UI, Server-Sent Events, /metrics (port 8001)."),
+    "runner": (_runner, "Execute agent runs from the run-command stream (group 'runners')."),
+    "ingestor": (_http("ingestor"), "Own the vector collection and serve /search (port 8002)."),
+    "projector": (_projector, "Fold the event log into the SQL read models."),
+    "mockai": (_http("mockai"), "OpenAI-compatible mock server (port 1573)."),
+}
+
+
+NEEDS_REDIS = ("gateway", "runner", "projector")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    epilog = "environment variables (read once at start):\n" + describe_environment()
+    parser = argparse.ArgumentParser(
+        prog="ragpoc",
+        description="rag-poc: retrieval-augmented agent runs for persisted tasks, "
+        "event-sourced over Redis Streams.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_run, description) in COMMANDS.items():
+        sub.add_parser(
+            name,
+            help=description.split(". ")[0].split(":")[0],
+            description=description,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"ragpoc: {exc}", file=sys.stderr)
+        return 2
+    if args.command in NEEDS_REDIS and not settings.redis_url:
+        print(
+            f"ragpoc {args.command}: REDIS_URL is not set. Point it at Redis/Valkey "
+            "(e.g. redis://127.0.0.1:6379/0), or run `ragpoc up`, which starts one.",
+            file=sys.stderr,
+        )
+        return 2
+    configure_logging(settings.log_level, settings.log_format, service=args.command)
+    run, _ = COMMANDS[args.command]
+    return run(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

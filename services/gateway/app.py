@@ -1,0 +1,75 @@
+"""The gateway's wiring: routes, lifespan (clients built once), error handlers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route
+
+from libs.common import Settings
+from libs.events import EventStore, Keys, connect_redis
+from libs.readmodels import create_engine, create_schema
+from services.gateway.context import GatewayContext
+from services.gateway.errors import (
+    ApiError,
+    api_error_handler,
+    http_error_handler,
+    unexpected_error_handler,
+)
+from services.gateway.health import health, ready
+from services.gateway.metrics import metrics_endpoint
+from services.gateway.runs_api import run_agents
+from services.gateway.sse import task_events
+from services.gateway.tasks_api import create_task, list_all_tasks, read_task, read_task_activity
+
+__all__ = ["create_app"]
+
+STATIC = Path(__file__).parent / "static"
+
+
+async def index(_request: object) -> Response:
+    return FileResponse(STATIC / "index.html")
+
+
+def create_app(settings: Settings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, GatewayContext]]:
+        redis = connect_redis(settings.redis_url)
+        engine = create_engine(settings.sqlalchemy_url)
+        await create_schema(engine)
+        keys = Keys(settings.namespace, settings.partitions)
+        ctx = GatewayContext(
+            settings=settings, keys=keys, redis=redis, store=EventStore(redis, keys), engine=engine
+        )
+        try:
+            yield {"ctx": ctx}
+        finally:
+            await redis.aclose()
+            await engine.dispose()
+
+    routes = [
+        Route("/", index),
+        Route("/health", health),
+        Route("/ready", ready),
+        Route("/metrics", metrics_endpoint),
+        Route("/api/tasks", list_all_tasks, methods=["GET"]),
+        Route("/api/tasks", create_task, methods=["POST"]),
+        Route("/api/tasks/{task_id}", read_task),
+        Route("/api/tasks/{task_id}/activity", read_task_activity),
+        Route("/run-agents", run_agents, methods=["POST"]),
+        Route("/events/tasks/{task_id}", task_events),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: api_error_handler,
+            HTTPException: http_error_handler,
+            Exception: unexpected_error_handler,
+        },
+    )

@@ -1,0 +1,66 @@
+"""`GET /events/tasks/{id}`: Server-Sent Events replaying a task's stream, then following it.
+
+`id:` is the task-stream entry id, `event:` the event type, `data:` the JSON event. A client that
+reconnects with `Last-Event-ID` (or `?last_event_id=`) gets only what came after it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from libs.events import StoredEvent, encode
+from libs.readmodels import get_task
+from services.gateway.context import GatewayContext, context_of
+from services.gateway.errors import ApiError
+from services.gateway.tasks_api import path_task_id
+
+__all__ = ["task_events"]
+
+HEARTBEAT_SECONDS = 15
+RETRY_MS = 2000
+_ENTRY_ID = re.compile(r"^\d+-\d+$")
+
+
+def sse_frame(stored: StoredEvent) -> str:
+    event_type = type(stored.event).__struct_config__.tag
+    return f"id: {stored.stream_id}\nevent: {event_type}\ndata: {encode(stored.event).decode()}\n\n"
+
+
+def resume_point(request: Request) -> str:
+    last = request.headers.get("last-event-id") or request.query_params.get("last_event_id", "")
+    if last and not _ENTRY_ID.match(last):
+        raise ApiError(
+            422, f"Last-Event-ID must be a stream entry id like 1700000000000-0: {last!r}"
+        )
+    return last or "0-0"
+
+
+async def event_frames(ctx: GatewayContext, task_id: int, after: str) -> AsyncIterator[str]:
+    yield f"retry: {RETRY_MS}\n\n"
+    for stored in await ctx.store.task_events(task_id, after=after):
+        after = stored.stream_id
+        yield sse_frame(stored)
+    stream = ctx.keys.task_events(task_id)
+    async for item in ctx.store.follow(
+        [stream], {stream: after}, block_ms=HEARTBEAT_SECONDS * 1000
+    ):
+        yield ": heartbeat\n\n" if item is None else sse_frame(item[1])
+
+
+async def task_events(request: Request) -> Response:
+    ctx = context_of(request)
+    task_id = path_task_id(request)
+    after = resume_point(request)
+    if await get_task(ctx.engine, task_id) is None and not await ctx.redis.exists(
+        ctx.keys.task_events(task_id)
+    ):
+        raise ApiError(404, f"task {task_id} does not exist")
+    return StreamingResponse(
+        event_frames(ctx, task_id, after),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,91 @@
+"""`/api/tasks`: create, list and read tasks (reads come from the read models)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from libs.events import TaskCreated
+from libs.readmodels import TaskView, get_task, list_activity, list_runs, list_tasks
+from services.gateway.bodies import decode_body
+from services.gateway.context import context_of
+from services.gateway.errors import ApiError
+from services.gateway.metrics import TASKS_CREATED
+
+__all__ = ["create_task", "list_all_tasks", "read_task", "read_task_activity"]
+
+TASK_STATUSES = ("new", "queued", "running", "done", "failed")
+
+
+class CreateTask(msgspec.Struct, forbid_unknown_fields=True):
+    title: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    description: Annotated[str, msgspec.Meta(max_length=10_000)] = ""
+
+
+def task_json(task: TaskView) -> dict[str, object]:
+    body: dict[str, object] = msgspec.to_builtins(task)
+    body["events_url"] = f"/events/tasks/{task.id}"
+    return body
+
+
+def path_task_id(request: Request) -> int:
+    raw = request.path_params["task_id"]
+    if not raw.isdigit():
+        raise ApiError(422, f"task id must be a positive integer, got {raw!r}")
+    return int(raw)
+
+
+async def create_task(request: Request) -> Response:
+    ctx = context_of(request)
+    body = await decode_body(request, CreateTask, ctx.settings.max_body_bytes)
+    if not body.title.strip():
+        raise ApiError(422, "title must not be blank")
+    task_id = int(await ctx.redis.incr(ctx.keys.task_sequence))
+    event = TaskCreated(task_id=task_id, title=body.title.strip(), description=body.description)
+    appended = await ctx.store.append(event)
+    TASKS_CREATED.inc()
+    await ctx.wait_projected(appended)
+    task = await get_task(ctx.engine, task_id) or TaskView(
+        id=task_id,
+        title=event.title,
+        description=event.description,
+        status="new",
+        created_at=event.at,
+        updated_at=event.at,
+    )
+    return JSONResponse(task_json(task), status_code=201)
+
+
+async def list_all_tasks(request: Request) -> Response:
+    ctx = context_of(request)
+    status = request.query_params.get("status") or None
+    if status is not None and status not in TASK_STATUSES:
+        raise ApiError(422, f"status must be one of {', '.join(TASK_STATUSES)}, got {status!r}")
+    limit_raw = request.query_params.get("limit", "100")
+    if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 1000:
+        raise ApiError(422, "limit must be an integer from 1 to 1000")
+    found = await list_tasks(ctx.engine, status=status, limit=int(limit_raw))
+    return JSONResponse({"tasks": [task_json(task) for task in found]})
+
+
+async def read_task(request: Request) -> Response:
+    ctx = context_of(request)
+    task_id = path_task_id(request)
+    task = await get_task(ctx.engine, task_id)
+    if task is None:
+        raise ApiError(404, f"task {task_id} does not exist")
+    body = task_json(task)
+    body["run_history"] = [msgspec.to_builtins(run) for run in await list_runs(ctx.engine, task_id)]
+    return JSONResponse(body)
+
+
+async def read_task_activity(request: Request) -> Response:
+    ctx = context_of(request)
+    task_id = path_task_id(request)
+    if await get_task(ctx.engine, task_id) is None:
+        raise ApiError(404, f"task {task_id} does not exist")
+    items = await list_activity(ctx.engine, task_id)
+    return JSONResponse({"activity": [msgspec.to_builtins(item) for item in items]})

@@ -1,0 +1,152 @@
+"""`ragpoc up` as a user runs it: real processes, the thin path over HTTP and SSE, then Ctrl-C
+leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Stack:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log: Path
+
+
+def descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return found
+    for child in map(int, children):
+        found |= {child, *descendants(child)}
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def start_stack(tmp_path: Path, extra_env: dict[str, str]) -> Stack:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "OPENAI_BASE_URL")}
+    env |= {
+        "RAGPOC_DATA_DIR": str(tmp_path / "data"),
+        "GATEWAY_PORT": str(port),
+        "INGESTOR_PORT": str(free_port()),
+        "MOCKAI_PORT": str(free_port()),
+        "RAGPOC_LOG_FORMAT": "json",
+        **extra_env,
+    }
+    log = tmp_path / "up.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "up"], env=env, stdout=out, stderr=out
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"ragpoc up exited early:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+                return Stack(process, base_url, log)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError(f"gateway not healthy within 60 s:\n{log.read_text()}")
+
+
+@pytest.fixture(params=["embedded-valkey", "external-redis"])
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    extra: dict[str, str] = {}
+    if request.param == "external-redis":
+        # the machine's Redis when REDIS_URL is set, else a Valkey the stack did not start
+        external = os.environ.get("REDIS_URL") or request.getfixturevalue("valkey_server")
+        extra["REDIS_URL"] = external if isinstance(external, str) else external.connection_url
+        extra["RAGPOC_NAMESPACE"] = f"e2e{uuid.uuid4().hex[:8]}"
+    running = start_stack(tmp_path, extra)
+    yield running
+    if running.process.poll() is None:
+        running.process.kill()
+        running.process.wait()
+
+
+def read_sse_until(url: str, last_type: str, timeout: float = 30) -> list[dict[str, str]]:
+    frames: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    with httpx.stream("GET", url, timeout=timeout) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line == "":
+                if "event" in current:
+                    frames.append(current)
+                    if current["event"] == last_type:
+                        return frames
+                current = {}
+                continue
+            field, _, value = line.partition(": ")
+            current[field] = value
+    raise AssertionError(f"stream ended before {last_type}: {frames}")
+
+
+def test_the_thin_path_through_real_processes_and_a_clean_ctrl_c(stack: Stack) -> None:
+    with httpx.Client(base_url=stack.base_url, timeout=10) as api:
+        check_thin_path(api, stack)
+
+    children = descendants(stack.process.pid)
+    assert len(children) >= 5  # mockai, projector, ingestor, runner, gateway (+ valkey)
+    stack.process.send_signal(signal.SIGINT)
+    assert stack.process.wait(timeout=30) == 0
+    survivors = [pid for pid in children if alive(pid)]
+    assert survivors == [], f"left behind: {survivors}\n{stack.log.read_text()[-3000:]}"
+
+
+def check_thin_path(api: httpx.Client, stack: Stack) -> None:
+    task = api.post(
+        "/api/tasks", json={"title": "Why is the sky blue?", "description": "One line."}
+    ).json()
+    run = api.post("/run-agents", json={"id": task["id"]})
+    assert run.status_code == 202, run.text
+
+    frames = read_sse_until(stack.base_url + run.json()["events_url"], "run.completed")
+    types = [f["event"] for f in frames]
+    assert types[:3] == ["task.created", "run.requested", "run.started"]
+    completed = json.loads(frames[-1]["data"])
+    assert completed["run_id"] == run.json()["run_id"]
+    assert "blue" in completed["answer"]
+    ids = [f["id"] for f in frames]
+    assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+
+    deadline = time.monotonic() + 10
+    while api.get(f"/api/tasks/{task['id']}").json()["status"] != "done":
+        assert time.monotonic() < deadline, "task status never reached done"
+        time.sleep(0.05)
+
+    # resume: only what came after the given id
+    resumed = read_sse_until(
+        f"{stack.base_url}/events/tasks/{task['id']}?last_event_id={ids[2]}", "run.completed"
+    )
+    assert [f["id"] for f in resumed] == ids[3:]

@@ -1,0 +1,91 @@
+"""The whole stack in the test's event loop: real uvicorn servers on free ports, the projector
+and a runner as tasks, against a real Redis/Valkey and SQL database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+
+from libs.common import Settings
+from libs.events import EventStore, Keys, connect_redis
+from libs.readmodels import create_engine
+from services.gateway.app import create_app as gateway_app
+from services.mockai import create_app as mockai_app
+from services.projector.main import Projector
+from services.runner.main import build_consumer
+from tests.conftest import free_port
+
+
+@dataclass
+class InProcessStack:
+    settings: Settings
+    client: httpx.AsyncClient
+    store: EventStore
+
+
+@asynccontextmanager
+async def serving(app: Starlette, port: int) -> AsyncIterator[None]:
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await task
+
+
+@asynccontextmanager
+async def in_process_stack(
+    redis_url: str, database_url: str, keys: Keys, data_dir: str, **overrides: object
+) -> AsyncIterator[InProcessStack]:
+    from openai import AsyncOpenAI
+
+    mockai_port = free_port()
+    settings = Settings(
+        redis_url=redis_url,
+        database_url=database_url,
+        namespace=keys.namespace,
+        partitions=keys.partitions,
+        gateway_port=free_port(),
+        mockai_port=mockai_port,
+        openai_base_url=f"http://127.0.0.1:{mockai_port}/v1",
+        consumer_block_ms=100,
+        **overrides,  # type: ignore[arg-type]
+    )
+    redis = connect_redis(redis_url)
+    store = EventStore(redis, keys)
+    engine = create_engine(settings.sqlalchemy_url)
+    projector = Projector(redis, engine, keys)
+    llm = AsyncOpenAI(base_url=settings.openai_base_url, api_key="test", max_retries=0)
+    runner = build_consumer(settings, store, llm)
+    stop = asyncio.Event()
+    async with (
+        serving(mockai_app(), mockai_port),
+        serving(gateway_app(settings), settings.gateway_port),
+    ):
+        await projector.start()
+        tasks = [
+            asyncio.create_task(projector.run(stop, block_ms=100)),
+            asyncio.create_task(runner.run(stop)),
+        ]
+        async with httpx.AsyncClient(base_url=settings.gateway_url, timeout=10) as client:
+            try:
+                yield InProcessStack(settings=settings, client=client, store=store)
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks)
+                await llm.close()
+                await redis.aclose()
+                await engine.dispose()

@@ -1,0 +1,193 @@
+"""The consumer-group loop against a real server: ack, reclaim, keep-claim, dead-letter, stop."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import cast
+
+import redis.asyncio as aioredis
+
+from libs.events import ConsumerOptions, GroupConsumer, Keys
+
+
+def consumer(
+    redis: aioredis.Redis,
+    keys: Keys,
+    handler,  # type: ignore[no-untyped-def]
+    *,
+    name: str,
+    min_idle_ms: int = 30_000,
+    max_deliveries: int = 3,
+    on_dead_letter=None,  # type: ignore[no-untyped-def]
+) -> GroupConsumer:
+    return GroupConsumer(
+        redis=redis,
+        keys=keys,
+        stream=keys.run_commands,
+        group="workers",
+        handler=handler,
+        options=ConsumerOptions(
+            block_ms=50, min_idle_ms=min_idle_ms, max_deliveries=max_deliveries
+        ),
+        name=name,
+        on_dead_letter=on_dead_letter,
+    )
+
+
+async def pending_count(redis: aioredis.Redis, keys: Keys) -> int:
+    summary = await redis.xpending(keys.run_commands, "workers")
+    return int(summary["pending"])
+
+
+async def test_an_entry_is_acked_only_after_its_handler_succeeded(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    seen: list[str] = []
+
+    async def handle(entry_id: str, fields: dict[str, str]) -> None:
+        assert await pending_count(redis_client, keys) == 1  # still pending while handled
+        seen.append(fields["n"])
+
+    worker = consumer(redis_client, keys, handle, name="a")
+    await worker.ensure_group()
+    for n in range(3):
+        await redis_client.xadd(keys.run_commands, {"n": str(n)})
+    await worker.run(burst=True)
+    assert seen == ["0", "1", "2"]
+    assert await pending_count(redis_client, keys) == 0
+
+
+async def test_creating_the_group_twice_is_harmless(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    async def handle(entry_id: str, fields: dict[str, str]) -> None:
+        return None
+
+    worker = consumer(redis_client, keys, handle, name="a")
+    await worker.ensure_group()
+    await worker.ensure_group()
+    groups = await redis_client.xinfo_groups(keys.run_commands)
+    assert [g["name"] for g in groups] == ["workers"]
+
+
+async def test_a_dead_consumers_pending_entry_is_reclaimed_by_a_live_one(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    handled: list[tuple[str, str]] = []
+
+    async def handle(entry_id: str, fields: dict[str, str]) -> None:
+        handled.append((entry_id, fields["job"]))
+
+    live = consumer(redis_client, keys, handle, name="live", min_idle_ms=100)
+    await live.ensure_group()
+    entry_id = await redis_client.xadd(keys.run_commands, {"job": "orphaned"})
+    # A consumer that read the entry and died before acking it: the entry stays pending on it.
+    await redis_client.xreadgroup("workers", "dead", {keys.run_commands: ">"}, count=1)
+    assert await pending_count(redis_client, keys) == 1
+
+    await live.run(burst=True)
+    assert handled == []  # not idle long enough yet: the dead one might still be working
+
+    await asyncio.sleep(0.15)
+    await live.run(burst=True)
+    assert handled == [(entry_id, "orphaned")]
+    assert await pending_count(redis_client, keys) == 0
+
+
+async def test_a_slow_handler_keeps_its_claim_so_no_one_else_takes_the_entry(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    calls: list[str] = []
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(entry_id: str, fields: dict[str, str]) -> None:
+        calls.append("slow")
+        started.set()
+        await release.wait()
+
+    async def other(entry_id: str, fields: dict[str, str]) -> None:
+        calls.append("other")
+
+    owner = consumer(redis_client, keys, slow, name="owner", min_idle_ms=150)
+    thief = consumer(redis_client, keys, other, name="thief", min_idle_ms=150)
+    await owner.ensure_group()
+    await redis_client.xadd(keys.run_commands, {"job": "long"})
+    working = asyncio.create_task(owner.process_once())
+    await asyncio.wait_for(started.wait(), timeout=5)
+    for _ in range(6):  # 0.6 s: four times the idle bound
+        await asyncio.sleep(0.1)
+        await thief.run(burst=True)
+    release.set()
+    await working
+    assert calls == ["slow"]
+    assert await pending_count(redis_client, keys) == 0
+
+
+async def test_an_entry_that_keeps_failing_goes_to_the_dead_letter_stream_with_its_reason(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    attempts: list[str] = []
+    dead: list[tuple[str, str]] = []
+
+    async def failing(entry_id: str, fields: dict[str, str]) -> None:
+        attempts.append(entry_id)
+        raise ValueError(f"cannot process job {fields['job']}")
+
+    async def on_dead(entry_id: str, fields: dict[str, str], reason: str) -> None:
+        dead.append((entry_id, reason))
+
+    worker = consumer(
+        redis_client,
+        keys,
+        failing,
+        name="a",
+        min_idle_ms=20,
+        max_deliveries=3,
+        on_dead_letter=on_dead,
+    )
+    await worker.ensure_group()
+    entry_id = await redis_client.xadd(keys.run_commands, {"job": "poison"})
+    for _ in range(20):
+        await worker.run(burst=True)
+        if dead:
+            break
+        await asyncio.sleep(0.03)
+
+    assert attempts == [entry_id] * 3
+    assert dead == [(entry_id, "ValueError: cannot process job poison")]
+    letters = cast(
+        list[tuple[str, dict[str, str]]],
+        await redis_client.xrange(keys.dead_letters(keys.run_commands)),
+    )
+    assert len(letters) == 1
+    fields = letters[0][1]
+    assert fields["job"] == "poison"
+    assert fields["source_id"] == entry_id
+    assert fields["deliveries"] == "3"
+    assert fields["reason"] == "ValueError: cannot process job poison"
+    assert await pending_count(redis_client, keys) == 0
+
+
+async def test_stop_lets_the_entry_in_hand_finish_and_ack(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    stop = asyncio.Event()
+    finished: list[str] = []
+
+    async def handle(entry_id: str, fields: dict[str, str]) -> None:
+        stop.set()  # a SIGTERM arrives while this entry is being handled
+        await asyncio.sleep(0.05)
+        finished.append(fields["job"])
+
+    worker = consumer(redis_client, keys, handle, name="a")
+    await worker.ensure_group()
+    await redis_client.xadd(keys.run_commands, {"job": "first"})
+    await redis_client.xadd(keys.run_commands, {"job": "second"})
+    worker.options = ConsumerOptions(block_ms=50, count=10)
+    await asyncio.wait_for(worker.run(stop), timeout=5)
+    assert finished == ["first"]
+    # "second" was read ahead but never started: it stays pending (not lost), for a live member
+    # to reclaim once idle; nothing acked it.
+    pending = await redis_client.xpending_range(keys.run_commands, "workers", "-", "+", 10)
+    assert [(p["consumer"], p["times_delivered"]) for p in pending] == [("a", 1)]

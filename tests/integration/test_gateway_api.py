@@ -1,0 +1,142 @@
+"""The thin path through the gateway, runner, projector and mockai (in one process, real
+servers), on every Redis x SQL backend; and bad input getting a clear 4xx."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from libs.events import Keys
+from tests.integration.inprocess import InProcessStack, in_process_stack
+
+
+@pytest.fixture
+async def stack(
+    redis_url: str, database_url: str, keys: Keys, tmp_path: Path
+) -> AsyncIterator[InProcessStack]:
+    async with in_process_stack(redis_url, database_url, keys, str(tmp_path)) as running:
+        yield running
+
+
+async def wait_for_status(client: httpx.AsyncClient, task_id: int, status: str) -> dict:  # type: ignore[type-arg]
+    for _ in range(200):
+        task = (await client.get(f"/api/tasks/{task_id}")).json()
+        if task["status"] == status:
+            return task  # type: ignore[no-any-return]
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"task {task_id} never reached {status!r}: {task}")
+
+
+async def test_a_created_task_is_readable_at_once(stack: InProcessStack) -> None:
+    created = await stack.client.post(
+        "/api/tasks", json={"title": "Why is the sky blue?", "description": "Explain."}
+    )
+    assert created.status_code == 201
+    task = created.json()
+    assert (task["title"], task["description"], task["status"]) == (
+        "Why is the sky blue?",
+        "Explain.",
+        "new",
+    )
+    # read-your-writes: the next GETs already show it
+    assert (await stack.client.get(f"/api/tasks/{task['id']}")).json()["title"] == task["title"]
+    listed = (await stack.client.get("/api/tasks")).json()["tasks"]
+    assert [t["id"] for t in listed] == [task["id"]]
+
+
+async def test_a_run_answers_the_task_and_moves_it_to_done(stack: InProcessStack) -> None:
+    task = (await stack.client.post("/api/tasks", json={"title": "Why is the sky blue?"})).json()
+    accepted = await stack.client.post("/run-agents", json={"id": task["id"]})
+    assert accepted.status_code == 202
+    run = accepted.json()
+    assert run["task_id"] == task["id"]
+    assert run["status"] == "queued"
+    assert run["events_url"] == f"/events/tasks/{task['id']}"
+
+    done = await wait_for_status(stack.client, task["id"], "done")
+    assert "blue" in done["last_answer"]
+    assert [r["run_id"] for r in done["run_history"]] == [run["run_id"]]
+    events = await stack.store.task_events(task["id"])
+    types = [type(e.event).__struct_config__.tag for e in events]
+    assert types[:3] == ["task.created", "run.requested", "run.started"]
+    assert types[-1] == "run.completed"
+    assert set(types[3:-1]) == {"llm.delta"}
+    activity = (await stack.client.get(f"/api/tasks/{task['id']}/activity")).json()["activity"]
+    assert [a["type"] for a in activity] == [
+        "task.created",
+        "run.requested",
+        "run.started",
+        "run.completed",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "empty"),
+        (b"{not json", "not valid JSON"),
+        (b'{"description": "no title"}', "title"),
+        (b'{"title": ""}', "title"),
+        (b'{"title": "   "}', "blank"),
+        (b'{"title": "x", "owner": "me"}', "owner"),
+        (b'{"title": 42}', "Expected `str`"),
+    ],
+)
+async def test_a_bad_task_body_gets_a_422_that_says_what_is_wrong(
+    stack: InProcessStack, body: bytes, message: str
+) -> None:
+    reply = await stack.client.post("/api/tasks", content=body)
+    assert reply.status_code == 422
+    assert message in reply.json()["error"]["message"]
+    assert (await stack.client.get("/api/tasks")).json()["tasks"] == []
+
+
+async def test_an_oversized_body_gets_413_and_writes_nothing(stack: InProcessStack) -> None:
+    reply = await stack.client.post(
+        "/api/tasks", json={"title": "x", "description": "y" * 2_000_000}
+    )
+    assert reply.status_code == 413
+    assert "larger than" in reply.json()["error"]["message"]
+    assert (await stack.client.get("/api/tasks")).json()["tasks"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"id": 999}, 404, "task 999 does not exist"),
+        ({"id": "7"}, 422, "Expected `int`"),
+        ({}, 422, "missing required field `id`"),
+        ({"id": 1, "colour": "red"}, 422, "colour"),
+    ],
+)
+async def test_a_bad_run_request_gets_a_clear_error(
+    stack: InProcessStack,
+    body: dict,
+    status: int,
+    message: str,  # type: ignore[type-arg]
+) -> None:
+    reply = await stack.client.post("/run-agents", json=body)
+    assert reply.status_code == status
+    assert message in reply.json()["error"]["message"]
+
+
+async def test_unknown_task_and_route_are_json_404s(stack: InProcessStack) -> None:
+    assert (await stack.client.get("/api/tasks/404")).status_code == 404
+    assert (await stack.client.get("/events/tasks/404")).status_code == 404
+    missing = await stack.client.get("/no/such/page")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["status"] == 404
+    assert (await stack.client.get("/api/tasks/abc")).status_code == 422
+
+
+async def test_health_ready_and_metrics_answer(stack: InProcessStack) -> None:
+    assert (await stack.client.get("/health")).json() == {"status": "ok"}
+    ready = (await stack.client.get("/ready")).json()
+    assert ready == {"status": "ok", "redis": "ok", "database": "ok"}
+    await stack.client.post("/api/tasks", json={"title": "counted"})
+    metrics = (await stack.client.get("/metrics")).text
+    assert "ragpoc_tasks_created_total" in metrics
