@@ -38,6 +38,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ingestor_base_url: str = ""
     runner_metrics_port: int = 0
     test_hold_seconds: float = 0.0
+    lock_ttl_ms: int = 30_000
+    queue_timeout_s: float = 600.0
     dev: bool = False
     log_level: str = "info"
     log_format: str = "auto"
@@ -88,6 +90,14 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "INGESTOR_URL": ("ingestor_base_url", "the ingestor's base URL; this host's port when unset"),
     "RUNNER_METRICS_PORT": ("runner_metrics_port", "runner Prometheus port (0: off)"),
     "TEST_HOLD_SECONDS": ("test_hold_seconds", "keep every run busy this long (for race tests)"),
+    "RAGPOC_LOCK_TTL_MS": (
+        "lock_ttl_ms",
+        "task lock lease; a runner extends it every third of this while it works",
+    ),
+    "RAGPOC_QUEUE_TIMEOUT_S": (
+        "queue_timeout_s",
+        "how long a queued run's claim guards the task before it counts as abandoned",
+    ),
     "RAGPOC_DEV": ("dev", "development mode (enables per-request test knobs)"),
     "RAGPOC_LOG_LEVEL": ("log_level", "debug, info, warning or error"),
     "RAGPOC_LOG_FORMAT": ("log_format", "json, console, or auto (console on a terminal)"),

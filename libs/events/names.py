@@ -35,6 +35,11 @@ class Keys:
     def ingest_commands(self) -> str:
         return f"{self.namespace}:cmd:ingest"
 
+    @property
+    def doc_events(self) -> str:
+        """doc.ingested / doc.failed, for `?wait` on ingest and for the UI."""
+        return f"{self.namespace}:docs:events"
+
     def dead_letters(self, stream: str) -> str:
         """Where entries of `stream` go after too many failed deliveries."""
         return f"{stream}:dead"
@@ -42,6 +47,11 @@ class Keys:
     def delivery_errors(self, stream: str, group: str) -> str:
         """Hash: entry id -> last error of a pending entry (the dead-letter reason)."""
         return f"{stream}:errors:{group}"
+
+    @property
+    def run_stats(self) -> str:
+        """Hash of run outcome counters and duration buckets (all runners)."""
+        return f"{self.namespace}:stats:runs"
 
     # ids
     @property
@@ -57,6 +67,10 @@ class Keys:
 
     def task_fence(self, task_id: int) -> str:
         return f"{self._tag(self.partition_of(task_id))}:task:{task_id}:fence"
+
+    def run_outcome(self, task_id: int, run_id: str) -> str:
+        """Set with a run's terminal event, in the same step: "this run has ended"."""
+        return f"{self._tag(self.partition_of(task_id))}:task:{task_id}:run:{run_id}:outcome"
 
     # per-partition keys
     def partition_log(self, partition: int) -> str:

@@ -11,6 +11,7 @@ __all__ = [
     "RunFailed",
     "RunRequested",
     "RunStarted",
+    "RunSuperseded",
 ]
 
 
@@ -37,4 +38,11 @@ class RunFailed(Event, frozen=True, kw_only=True, tag="run.failed"):
     duration_s: float = 0.0
 
 
-RunEvent = RunRequested | RunStarted | LlmDelta | RunCompleted | RunFailed
+class RunSuperseded(Event, frozen=True, kw_only=True, tag="run.superseded"):
+    """The run lost its lock (paused, partitioned, too slow) and stopped; a newer run or none
+    owns the task now. Its late writes were refused by the fence."""
+
+    reason: str
+
+
+RunEvent = RunRequested | RunStarted | LlmDelta | RunCompleted | RunFailed | RunSuperseded

@@ -20,7 +20,7 @@ from libs.events.names import Keys
 # Stream entries as redis-py returns them with decode_responses=True.
 Entries = list[tuple[str, dict[str, str]]]
 
-__all__ = ["Appended", "Entries", "EventStore", "LockLost", "StoredEvent", "connect_redis"]
+__all__ = ["Appended", "Entries", "EventStore", "LockNotHeld", "StoredEvent", "connect_redis"]
 
 _APPEND = """
 if KEYS[3] ~= nil and redis.call('GET', KEYS[3]) ~= ARGV[4] then
@@ -33,7 +33,22 @@ return {id, log_id}
 """
 
 
-class LockLost(Exception):
+# KEYS: task stream, partition log, lock, outcome marker. ARGV: type, data, task_id, token.
+# A run's terminal event and its outcome marker are written in one step, under its lock, so a
+# redelivered command can tell that its run already ended.
+_APPEND_OUTCOME = """
+if redis.call('GET', KEYS[3]) ~= ARGV[4] then
+  return redis.error_reply('LOCKLOST task lock is no longer held by this run')
+end
+local id = redis.call('XADD', KEYS[1], '*', 'type', ARGV[1], 'data', ARGV[2])
+local log_id = redis.call('XADD', KEYS[2], '*', 'type', ARGV[1], 'data', ARGV[2],
+  'task', ARGV[3], 'sid', id)
+redis.call('SET', KEYS[4], ARGV[1], 'EX', 604800)
+return {id, log_id}
+"""
+
+
+class LockNotHeld(Exception):
     """The run tried to append under a lock it no longer holds; nothing was written."""
 
 
@@ -56,8 +71,18 @@ class Appended:
     partition: int
 
 
-def connect_redis(url: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+def connect_redis(url: str, max_connections: int = 64) -> aioredis.Redis:
+    """A client whose pool makes callers wait for a free connection (up to 30 s) instead of
+    failing with "Too many connections" under a burst, and opens at most `max_connections`."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=30,
+        decode_responses=True,
+        health_check_interval=30,
+        socket_connect_timeout=10,
+    )
+    return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() disconnects it
 
 
 def _decode_entry(entry_id: str, fields: dict[str, str]) -> StoredEvent:
@@ -73,6 +98,7 @@ class EventStore:
         self.redis = redis
         self.keys = keys
         self._append = redis.register_script(_APPEND)
+        self._append_outcome = redis.register_script(_APPEND_OUTCOME)
 
     async def append(self, event: AnyEvent, *, lock_token: str | None = None) -> Appended:
         """Append `event` to its task's stream and partition log in one step."""
@@ -88,9 +114,34 @@ class EventStore:
             stream_id, log_id = await self._append(keys=keys, args=args)
         except aioredis.ResponseError as exc:
             if "LOCKLOST" in str(exc):
-                raise LockLost(str(exc)) from exc
+                raise LockNotHeld(str(exc)) from exc
             raise
         return Appended(stream_id=stream_id, log_id=log_id, partition=partition)
+
+    async def append_outcome(self, event: AnyEvent, *, lock_token: str) -> Appended:
+        """Append a run's terminal event under its lock and mark the run as ended."""
+        task_id = event.task_id
+        partition = self.keys.partition_of(task_id)
+        keys = [
+            self.keys.task_events(task_id),
+            self.keys.partition_log(partition),
+            self.keys.task_lock(task_id),
+            self.keys.run_outcome(task_id, event.run_id),
+        ]
+        tag = type(event).__struct_config__.tag or ""
+        args: list[str | int] = [tag, encode(event).decode(), task_id, lock_token]
+        try:
+            stream_id, log_id = await self._append_outcome(keys=keys, args=args)
+        except aioredis.ResponseError as exc:
+            if "LOCKLOST" in str(exc):
+                raise LockNotHeld(str(exc)) from exc
+            raise
+        return Appended(stream_id=stream_id, log_id=log_id, partition=partition)
+
+    async def run_outcome(self, task_id: int, run_id: str) -> str | None:
+        """The type of the run's terminal event, if it has ended."""
+        outcome = await self.redis.get(self.keys.run_outcome(task_id, run_id))
+        return cast(str | None, outcome)
 
     async def task_events(
         self, task_id: int, *, after: str = "-", count: int | None = None

@@ -12,10 +12,16 @@ from msgspec.structs import replace
 from libs.events import (
     AnyEvent,
     LlmDelta,
+    LockAcquired,
+    LockConflict,
+    LockExpired,
+    LockLost,
+    LockReleased,
     RunCompleted,
     RunFailed,
     RunRequested,
     RunStarted,
+    RunSuperseded,
     TaskCreated,
 )
 
@@ -89,6 +95,9 @@ def project_task(task: TaskView | None, event: AnyEvent) -> TaskView | None:
             return replace(task, status="done", last_answer=event.answer, updated_at=event.at)
         case RunFailed():
             return replace(task, status="failed", last_error=event.reason, updated_at=event.at)
+        case RunSuperseded():
+            error = f"superseded: {event.reason}"
+            return replace(task, status="failed", last_error=error, updated_at=event.at)
         case _:
             return task
 
@@ -109,11 +118,16 @@ def project_run(run: RunView | None, event: AnyEvent) -> RunView | None:
         case _ if run is None:
             return None
         case RunStarted():
-            return replace(run, status="running", started_at=event.at)
+            fence = max(run.fence, event.fence)
+            return replace(run, status="running", started_at=event.at, fence=fence)
         case RunCompleted():
             return replace(run, status="done", answer=event.answer, finished_at=event.at)
         case RunFailed():
             return replace(run, status="failed", error=event.reason, finished_at=event.at)
+        case RunSuperseded():
+            return replace(run, status="superseded", error=event.reason, finished_at=event.at)
+        case LockAcquired() if event.fence > run.fence:
+            return replace(run, fence=event.fence)
         case _:
             return run
 
@@ -131,6 +145,19 @@ def summarize(event: AnyEvent) -> str | None:
             return f"Run {event.run_id[:8]} completed: {event.answer[:200]}"
         case RunFailed():
             return f"Run {event.run_id[:8]} failed: {event.reason}"
+        case RunSuperseded():
+            return f"Run {event.run_id[:8]} superseded: {event.reason}"
+        case LockAcquired():
+            return f"Lock acquired by run {event.run_id[:8]} (fence {event.fence}, by {event.by})"
+        case LockConflict():
+            holder = event.holder_run_id[:8] or "another run"
+            return f"Run request refused at the {event.layer} check: held by {holder}"
+        case LockLost():
+            return f"Run {event.run_id[:8]} lost its lock: {event.reason}"
+        case LockExpired():
+            return f"Lock of run {event.run_id[:8]} (fence {event.fence}) expired"
+        case LockReleased():
+            return f"Lock released by run {event.run_id[:8]}"
         case LlmDelta():
             return None
     return None

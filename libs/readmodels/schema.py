@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["activity", "metadata", "projector_positions", "runs", "tasks"]
+__all__ = ["activity", "metadata", "projector_positions", "run_claims", "runs", "tasks"]
 
 metadata = sa.MetaData()
 
@@ -56,4 +56,17 @@ projector_positions = sa.Table(
     metadata,
     sa.Column("partition", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("last_id", sa.String(32), nullable=False),
+)
+
+# Command-side state, not a read model: the duplicate-protection guard (one row per task),
+# written only by the lock protocol (gateway on request, runner on start/finish), never shown.
+run_claims = sa.Table(
+    "run_claims",
+    metadata,
+    sa.Column("task_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("fence", sa.BigInteger, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
 )

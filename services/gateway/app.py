@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from libs.common import Settings
 from libs.events import EventStore, Keys, connect_redis
+from libs.events.locks import TaskLocks
 from libs.readmodels import create_engine, create_schema
 from services.gateway.context import GatewayContext
 from services.gateway.errors import (
@@ -22,6 +23,7 @@ from services.gateway.errors import (
     unexpected_error_handler,
 )
 from services.gateway.health import health, ready
+from services.gateway.locks_api import read_task_locks
 from services.gateway.metrics import metrics_endpoint
 from services.gateway.runs_api import run_agents
 from services.gateway.sse import task_events
@@ -44,7 +46,12 @@ def create_app(settings: Settings) -> Starlette:
         await create_schema(engine)
         keys = Keys(settings.namespace, settings.partitions)
         ctx = GatewayContext(
-            settings=settings, keys=keys, redis=redis, store=EventStore(redis, keys), engine=engine
+            settings=settings,
+            keys=keys,
+            redis=redis,
+            store=EventStore(redis, keys),
+            locks=TaskLocks(redis, keys),
+            engine=engine,
         )
         try:
             yield {"ctx": ctx}
@@ -61,6 +68,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/tasks", create_task, methods=["POST"]),
         Route("/api/tasks/{task_id}", read_task),
         Route("/api/tasks/{task_id}/activity", read_task_activity),
+        Route("/api/tasks/{task_id}/locks", read_task_locks),
         Route("/run-agents", run_agents, methods=["POST"]),
         Route("/events/tasks/{task_id}", task_events),
     ]

@@ -11,6 +11,7 @@ from starlette.requests import Request
 
 from libs.common import Settings
 from libs.events import Appended, EventStore, Keys
+from libs.events.locks import TaskLocks
 from libs.readmodels import is_after, projected_position
 
 __all__ = ["GatewayContext", "context_of"]
@@ -22,6 +23,7 @@ class GatewayContext:
     keys: Keys
     redis: aioredis.Redis
     store: EventStore
+    locks: TaskLocks
     engine: AsyncEngine
 
     async def wait_projected(self, appended: Appended, bound_s: float = 3.0) -> bool:

@@ -1,16 +1,68 @@
-"""The gateway's Prometheus metrics."""
+"""The gateway's Prometheus metrics.
+
+Request-side counters live in this process. Run outcomes happen in runners, so runners count
+them in a Redis hash (`Keys.run_stats`) and every gateway exposes the cluster-wide totals.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
 from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["RUNS_REQUESTED", "TASKS_CREATED", "metrics_endpoint"]
+from libs.events.stats import DURATION_BUCKETS, RunStats
+from services.gateway.context import context_of
 
-TASKS_CREATED = Counter("ragpoc_tasks_created_total", "Tasks created through the gateway")
+__all__ = [
+    "RUNS_ACCEPTED",
+    "RUNS_REJECTED",
+    "RUNS_REQUESTED",
+    "TASKS_CREATED",
+    "metrics_endpoint",
+]
+
+TASKS_CREATED = Counter("ragpoc_tasks_created_total", "Tasks created through this gateway")
 RUNS_REQUESTED = Counter("ragpoc_runs_requested_total", "POST /run-agents requests received")
+RUNS_ACCEPTED = Counter("ragpoc_runs_accepted_total", "Runs admitted (202)")
+RUNS_REJECTED = Counter(
+    "ragpoc_runs_rejected_total",
+    "Runs refused with 409, by the duplicate-protection layer that caught them",
+    ["layer"],
+)
+for _layer in ("precheck", "lock", "db"):
+    RUNS_REJECTED.labels(layer=_layer)
 
 
-async def metrics_endpoint(_request: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+class _RunOutcomes(Collector):
+    def __init__(self, snapshot: dict[str, float]) -> None:
+        self.snapshot = snapshot
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        s = self.snapshot
+        completed = CounterMetricFamily(
+            "ragpoc_runs_completed",
+            "Runs that completed (all runners)",
+            value=s.get("completed", 0),
+        )
+        failed = CounterMetricFamily(
+            "ragpoc_runs_failed", "Runs that failed (all runners)", value=s.get("failed", 0)
+        )
+        buckets = [(str(b), s.get(f"le:{b}", 0)) for b in DURATION_BUCKETS]
+        buckets.append(("+Inf", s.get("count", 0)))
+        duration = HistogramMetricFamily(
+            "ragpoc_run_duration_seconds",
+            "Duration of finished runs, from start to completion or failure (all runners)",
+            buckets=buckets,
+            sum_value=s.get("sum", 0.0),
+        )
+        yield from (completed, failed, duration)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    ctx = context_of(request)
+    outcomes = CollectorRegistry()
+    outcomes.register(_RunOutcomes(await RunStats(ctx.redis, ctx.keys).snapshot()))
+    body = generate_latest(REGISTRY) + generate_latest(outcomes)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

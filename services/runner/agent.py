@@ -1,53 +1,21 @@
-"""One agent run: ask the chat model the task's question, streaming the answer as events."""
+"""The agent itself: ask the chat model the run's question, streaming the answer as events
+appended under the run's lock (a run that lost its lock cannot append)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from typing import TypedDict
-
-import structlog
 from openai import AsyncOpenAI
 
 from libs.common import Settings
-from libs.events import EventStore, LlmDelta, RunAgent, RunCompleted, RunFailed, RunStarted
+from libs.events import EventStore, LlmDelta, RunAgent
+from libs.events.locks import Lease
 
-__all__ = ["SYSTEM_PROMPT", "execute_run"]
-
-log = structlog.get_logger(__name__)
-
-
-class RunIds(TypedDict):
-    task_id: int
-    run_id: str
-    fence: int
-
+__all__ = ["SYSTEM_PROMPT", "ask_model"]
 
 SYSTEM_PROMPT = "You are a helpful assistant. Answer the question briefly."
 
 
-async def execute_run(
-    command: RunAgent, *, store: EventStore, llm: AsyncOpenAI, settings: Settings, worker: str
-) -> None:
-    started = time.monotonic()
-    base = RunIds(task_id=command.task_id, run_id=command.run_id, fence=command.fence)
-    await store.append(RunStarted(**base, worker=worker))
-    if settings.test_hold_seconds > 0:
-        await asyncio.sleep(settings.test_hold_seconds)
-    try:
-        answer = await _ask(command, store=store, llm=llm, settings=settings)
-    except Exception as exc:
-        reason = f"LLM call failed: {type(exc).__name__}: {exc}"
-        log.warning("run.failed", reason=reason)
-        await store.append(RunFailed(**base, reason=reason, duration_s=time.monotonic() - started))
-        return
-    duration = time.monotonic() - started
-    await store.append(RunCompleted(**base, answer=answer, duration_s=duration))
-    log.info("run.completed", duration_s=round(duration, 3), answer_chars=len(answer))
-
-
-async def _ask(
-    command: RunAgent, *, store: EventStore, llm: AsyncOpenAI, settings: Settings
+async def ask_model(
+    command: RunAgent, lease: Lease, *, store: EventStore, llm: AsyncOpenAI, settings: Settings
 ) -> str:
     stream = await llm.chat.completions.create(
         model=settings.chat_model,
@@ -61,14 +29,13 @@ async def _ask(
     async for chunk in stream:
         text = chunk.choices[0].delta.content if chunk.choices else None
         if text:
-            await store.append(
-                LlmDelta(
-                    task_id=command.task_id,
-                    run_id=command.run_id,
-                    fence=command.fence,
-                    index=len(parts),
-                    text=text,
-                )
+            delta = LlmDelta(
+                task_id=command.task_id,
+                run_id=command.run_id,
+                fence=lease.fence,
+                index=len(parts),
+                text=text,
             )
+            await store.append(delta, lock_token=lease.token)
             parts.append(text)
     return "".join(parts)

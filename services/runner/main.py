@@ -7,6 +7,7 @@ import asyncio
 import structlog
 from openai import AsyncOpenAI
 
+from libs.claims import fail_claim_of_run
 from libs.common import Settings
 from libs.events import (
     RUNNERS_GROUP,
@@ -14,11 +15,16 @@ from libs.events import (
     EventStore,
     GroupConsumer,
     Keys,
+    RunAgent,
     RunFailed,
     connect_redis,
+    consumer_name,
     decode_command,
 )
-from services.runner.agent import execute_run
+from libs.events.locks import TaskLocks
+from libs.events.stats import RunStats
+from libs.readmodels import create_engine, create_schema
+from services.runner.lifecycle import RunDeps, handle_run
 from services.shutdown import stop_on_signals
 
 __all__ = ["build_consumer", "serve"]
@@ -26,21 +32,18 @@ __all__ = ["build_consumer", "serve"]
 log = structlog.get_logger(__name__)
 
 
-def build_consumer(settings: Settings, store: EventStore, llm: AsyncOpenAI) -> GroupConsumer:
-    keys = store.keys
-
+def build_consumer(deps: RunDeps) -> GroupConsumer:
     async def handle(entry_id: str, fields: dict[str, str]) -> None:
-        command = decode_command(fields["data"])
+        command = decode_command(fields["data"], RunAgent)
         with structlog.contextvars.bound_contextvars(
             task_id=command.task_id, run_id=command.run_id
         ):
-            await execute_run(
-                command, store=store, llm=llm, settings=settings, worker=consumer.name
-            )
+            await handle_run(command, deps)
 
     async def dead_lettered(entry_id: str, fields: dict[str, str], reason: str) -> None:
-        command = decode_command(fields["data"])
-        await store.append(
+        command = decode_command(fields["data"], RunAgent)
+        await fail_claim_of_run(deps.engine, command.task_id, command.run_id)
+        await deps.store.append(
             RunFailed(
                 task_id=command.task_id,
                 run_id=command.run_id,
@@ -48,11 +51,13 @@ def build_consumer(settings: Settings, store: EventStore, llm: AsyncOpenAI) -> G
                 reason=f"gave up after repeated failures: {reason}",
             )
         )
+        await deps.stats.record("failed", 0.0)
 
-    consumer = GroupConsumer(
-        redis=store.redis,
-        keys=keys,
-        stream=keys.run_commands,
+    settings = deps.settings
+    return GroupConsumer(
+        redis=deps.store.redis,
+        keys=deps.store.keys,
+        stream=deps.store.keys.run_commands,
         group=RUNNERS_GROUP,
         handler=handle,
         options=ConsumerOptions(
@@ -60,22 +65,33 @@ def build_consumer(settings: Settings, store: EventStore, llm: AsyncOpenAI) -> G
             min_idle_ms=settings.consumer_min_idle_ms,
             max_deliveries=settings.consumer_max_deliveries,
         ),
+        name=deps.worker,
         on_dead_letter=dead_lettered,
     )
-    return consumer
 
 
 async def serve(settings: Settings) -> None:
     redis = connect_redis(settings.redis_url)
-    store = EventStore(redis, Keys(settings.namespace, settings.partitions))
+    keys = Keys(settings.namespace, settings.partitions)
+    engine = create_engine(settings.sqlalchemy_url)
+    await create_schema(engine)
     llm = AsyncOpenAI(base_url=settings.openai_base_url, api_key=settings.openai_api_key)
-    consumer = build_consumer(settings, store, llm)
+    deps = RunDeps(
+        settings=settings,
+        store=EventStore(redis, keys),
+        locks=TaskLocks(redis, keys),
+        engine=engine,
+        llm=llm,
+        stats=RunStats(redis, keys),
+        worker=consumer_name(),
+    )
     stop = stop_on_signals()
     try:
-        await consumer.run(stop)
+        await build_consumer(deps).run(stop)
     finally:
         await llm.close()
         await redis.aclose()
+        await engine.dispose()
 
 
 def main(settings: Settings) -> None:

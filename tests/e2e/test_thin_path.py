@@ -112,9 +112,19 @@ def read_sse_until(url: str, last_type: str, timeout: float = 30) -> list[dict[s
     raise AssertionError(f"stream ended before {last_type}: {frames}")
 
 
-def test_the_thin_path_through_real_processes_and_a_clean_ctrl_c(stack: Stack) -> None:
+def test_the_thin_path_and_the_lock_smoke_through_real_processes_then_a_clean_ctrl_c(
+    stack: Stack,
+) -> None:
     with httpx.Client(base_url=stack.base_url, timeout=10) as api:
         check_thin_path(api, stack)
+    smoke = subprocess.run(
+        [sys.executable, "scripts/run_lock_smoke.py", "--base-url", stack.base_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+    assert "one run accepted, one refused" in smoke.stdout
 
     children = descendants(stack.process.pid)
     assert len(children) >= 5  # mockai, projector, ingestor, runner, gateway (+ valkey)
@@ -133,7 +143,7 @@ def check_thin_path(api: httpx.Client, stack: Stack) -> None:
 
     frames = read_sse_until(stack.base_url + run.json()["events_url"], "run.completed")
     types = [f["event"] for f in frames]
-    assert types[:3] == ["task.created", "run.requested", "run.started"]
+    assert types[:4] == ["task.created", "lock.acquired", "run.requested", "run.started"]
     completed = json.loads(frames[-1]["data"])
     assert completed["run_id"] == run.json()["run_id"]
     assert "blue" in completed["answer"]
@@ -147,6 +157,6 @@ def check_thin_path(api: httpx.Client, stack: Stack) -> None:
 
     # resume: only what came after the given id
     resumed = read_sse_until(
-        f"{stack.base_url}/events/tasks/{task['id']}?last_event_id={ids[2]}", "run.completed"
+        f"{stack.base_url}/events/tasks/{task['id']}?last_event_id={ids[3]}", "run.completed"
     )
-    assert [f["id"] for f in resumed] == ids[3:]
+    assert [f["id"] for f in resumed] == ids[4:]

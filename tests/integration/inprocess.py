@@ -14,10 +14,13 @@ from starlette.applications import Starlette
 
 from libs.common import Settings
 from libs.events import EventStore, Keys, connect_redis
-from libs.readmodels import create_engine
+from libs.events.locks import TaskLocks
+from libs.events.stats import RunStats
+from libs.readmodels import create_engine, create_schema
 from services.gateway.app import create_app as gateway_app
 from services.mockai import create_app as mockai_app
 from services.projector.main import Projector
+from services.runner.lifecycle import RunDeps
 from services.runner.main import build_consumer
 from tests.conftest import free_port
 
@@ -68,8 +71,19 @@ async def in_process_stack(
     store = EventStore(redis, keys)
     engine = create_engine(settings.sqlalchemy_url)
     projector = Projector(redis, engine, keys)
+    await create_schema(engine)
     llm = AsyncOpenAI(base_url=settings.openai_base_url, api_key="test", max_retries=0)
-    runner = build_consumer(settings, store, llm)
+    runner = build_consumer(
+        RunDeps(
+            settings=settings,
+            store=store,
+            locks=TaskLocks(redis, keys),
+            engine=engine,
+            llm=llm,
+            stats=RunStats(redis, keys),
+            worker="in-process-runner",
+        )
+    )
     stop = asyncio.Event()
     async with (
         serving(mockai_app(), mockai_port),

@@ -55,6 +55,7 @@ async def test_a_run_answers_the_task_and_moves_it_to_done(stack: InProcessStack
     run = accepted.json()
     assert run["task_id"] == task["id"]
     assert run["status"] == "queued"
+    assert run["fence"] == 1
     assert run["events_url"] == f"/events/tasks/{task['id']}"
 
     done = await wait_for_status(stack.client, task["id"], "done")
@@ -62,15 +63,17 @@ async def test_a_run_answers_the_task_and_moves_it_to_done(stack: InProcessStack
     assert [r["run_id"] for r in done["run_history"]] == [run["run_id"]]
     events = await stack.store.task_events(task["id"])
     types = [type(e.event).__struct_config__.tag for e in events]
-    assert types[:3] == ["task.created", "run.requested", "run.started"]
-    assert types[-1] == "run.completed"
-    assert set(types[3:-1]) == {"llm.delta"}
+    assert types[:4] == ["task.created", "lock.acquired", "run.requested", "run.started"]
+    assert types[-2:] == ["run.completed", "lock.released"]
+    assert set(types[4:-2]) == {"llm.delta"}
     activity = (await stack.client.get(f"/api/tasks/{task['id']}/activity")).json()["activity"]
     assert [a["type"] for a in activity] == [
         "task.created",
+        "lock.acquired",
         "run.requested",
         "run.started",
         "run.completed",
+        "lock.released",
     ]
 
 

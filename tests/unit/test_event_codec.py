@@ -50,4 +50,4 @@ def test_an_unknown_event_type_is_a_clear_error() -> None:
 
 def test_a_run_command_round_trips() -> None:
     command = RunAgent(task_id=3, run_id="abc", fence=2, question="Why is the sky blue?")
-    assert decode_command(encode(command)) == command
+    assert decode_command(encode(command), RunAgent) == command

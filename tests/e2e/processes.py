@@ -1,0 +1,83 @@
+"""Real service processes for end-to-end tests: start `ragpoc <service>` children against a
+shared Redis and database, wait until they answer, pause/kill them, and stop them all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import free_port
+
+__all__ = ["Cluster"]
+
+
+@dataclass
+class Cluster:
+    """A set of service processes sharing one environment (REDIS_URL, DATABASE_URL, …)."""
+
+    env: dict[str, str]
+    logs: Path
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, logs: Path, **env: str) -> Cluster:
+        base = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "OPENAI_BASE_URL")}
+        base |= {"RAGPOC_LOG_FORMAT": "json", "RAGPOC_CONSUMER_BLOCK_MS": "200"}
+        logs.mkdir(parents=True, exist_ok=True)
+        return cls(env=base | env, logs=logs)
+
+    def start(self, service: str, **env: str) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{service}-{len(self.processes)}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", service],
+            env=self.env | env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self.processes.append((service, process))
+        return process
+
+    def start_http(self, service: str, port_variable: str, count: int = 1) -> list[str]:
+        """Start `count` copies on free ports at once; return their URLs once all answer."""
+        started = []
+        for _ in range(count):
+            port = free_port()
+            started.append((self.start(service, **{port_variable: str(port)}), port))
+        return [self._wait_healthy(service, process, port) for process, port in started]
+
+    def _wait_healthy(self, service: str, process: subprocess.Popen[bytes], port: int) -> str:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise AssertionError(f"{service} exited:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    return url
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise AssertionError(f"{service} did not answer /health within 60 s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        for _name, process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+                process.terminate()
+        for _name, process in self.processes:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def log_tail(self, chars: int = 4000) -> str:
+        text = "\n".join(f"== {p.name}\n{p.read_text()[-chars:]}" for p in self.logs.glob("*.log"))
+        return text[-chars * 3 :]
