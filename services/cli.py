@@ -33,6 +33,7 @@ def _serve_http(app_name: str, settings: Settings) -> None:
         port=port,
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",
+        log_config=None,  # uvicorn logs through the root logger set up by configure_logging
         timeout_graceful_shutdown=5,
     )
 
@@ -84,7 +85,17 @@ NEEDS_REDIS = ("gateway", "runner", "projector")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    epilog = "environment variables (read once at start):\n" + describe_environment()
+    from services.ingestor.options import INGEST_ENVIRONMENT
+
+    ingest_lines = "\n".join(
+        f"  {variable:<32} {meaning}" for variable, (_f, meaning) in INGEST_ENVIRONMENT.items()
+    )
+    epilog = (
+        "environment variables (read once at start):\n"
+        + describe_environment()
+        + "\ningestor only:\n"
+        + ingest_lines
+    )
     parser = argparse.ArgumentParser(
         prog="ragpoc",
         description="rag-poc: retrieval-augmented agent runs for persisted tasks, "
@@ -93,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub.add_parser(
+        "ingest",
+        help="Ingest .txt/.md files or folders through the gateway (see `ragpoc ingest --help`)",
+        add_help=False,
+    )
     for name, (_run, description) in COMMANDS.items():
         sub.add_parser(
             name,
@@ -105,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ingest"]:  # a client of the gateway, with its own options
+        from services.ingest_cli import main as ingest_main
+
+        return ingest_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()

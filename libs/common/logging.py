@@ -1,4 +1,7 @@
-"""structlog set-up: JSON lines in production, readable lines on a terminal."""
+"""structlog set-up: JSON lines in production, readable lines on a terminal.
+
+Standard-library loggers (uvicorn, SQLAlchemy, httpx) go through the same renderer, so every line
+a service prints has one shape."""
 
 from __future__ import annotations
 
@@ -30,4 +33,15 @@ def configure_logging(level: str = "info", fmt: str = "auto", service: str = "")
     )
     if service:
         structlog.contextvars.bind_contextvars(service=service)
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, force=True)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(numeric)
+    for noisy in ("httpx", "httpcore", "sqlalchemy.engine", "aiosqlite"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))

@@ -38,6 +38,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ingestor_base_url: str = ""
     runner_metrics_port: int = 0
     test_hold_seconds: float = 0.0
+    retrieval_k: int = 4
+    llm_timeout_s: float = 60.0
+    llm_max_retries: int = 2
     lock_ttl_ms: int = 30_000
     queue_timeout_s: float = 600.0
     dev: bool = False
@@ -47,6 +50,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     consumer_min_idle_ms: int = 30_000
     consumer_max_deliveries: int = 5
     max_body_bytes: int = 1_048_576
+    sse_heartbeat_s: float = 15.0
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -90,6 +94,12 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "INGESTOR_URL": ("ingestor_base_url", "the ingestor's base URL; this host's port when unset"),
     "RUNNER_METRICS_PORT": ("runner_metrics_port", "runner Prometheus port (0: off)"),
     "TEST_HOLD_SECONDS": ("test_hold_seconds", "keep every run busy this long (for race tests)"),
+    "RAGPOC_RETRIEVAL_K": ("retrieval_k", "chunks retrieved for each run"),
+    "RAGPOC_LLM_TIMEOUT_S": ("llm_timeout_s", "timeout of one LLM call"),
+    "RAGPOC_LLM_MAX_RETRIES": (
+        "llm_max_retries",
+        "retries, with backoff, of a transient LLM error (connection, 429, 5xx)",
+    ),
     "RAGPOC_LOCK_TTL_MS": (
         "lock_ttl_ms",
         "task lock lease; a runner extends it every third of this while it works",
@@ -111,6 +121,10 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "deliveries after which an entry is dead-lettered",
     ),
     "RAGPOC_MAX_BODY_BYTES": ("max_body_bytes", "largest accepted HTTP request body"),
+    "RAGPOC_SSE_HEARTBEAT_S": (
+        "sse_heartbeat_s",
+        "seconds of silence after which an SSE stream sends a heartbeat comment",
+    ),
 }
 
 

@@ -24,6 +24,8 @@ from libs.events.lock import (
 from libs.events.names import INGESTORS_GROUP, RUNNERS_GROUP, Keys
 from libs.events.run import (
     LlmDelta,
+    RetrievalDone,
+    RetrievedChunk,
     RunCompleted,
     RunEvent,
     RunFailed,
@@ -59,6 +61,8 @@ __all__ = [
     "LockLost",
     "LockNotHeld",
     "LockReleased",
+    "RetrievalDone",
+    "RetrievedChunk",
     "RunAgent",
     "RunCompleted",
     "RunEvent",

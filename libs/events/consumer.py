@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
@@ -144,7 +145,8 @@ class GroupConsumer:
 
     async def _handle(self, entry_id: str, fields: dict[str, str]) -> None:
         self.current_entry = entry_id
-        keep_claim = asyncio.create_task(self._keep_claim(entry_id))
+        handled = asyncio.Event()
+        keep_claim = asyncio.create_task(self._keep_claim(entry_id, handled))
         try:
             with structlog.contextvars.bound_contextvars(msg_id=entry_id, stream=self.stream):
                 try:
@@ -157,18 +159,29 @@ class GroupConsumer:
                     )
                     return
         finally:
-            keep_claim.cancel()
+            handled.set()
+            await keep_claim  # ends by itself once `handled` is set: no cancel(), see below
             self.current_entry = None
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xack(self.stream, self.group, entry_id)
             pipe.hdel(self.keys.delivery_errors(self.stream, self.group), entry_id)
             await pipe.execute()
 
-    async def _keep_claim(self, entry_id: str) -> None:
+    async def _keep_claim(self, entry_id: str, handled: asyncio.Event) -> None:
+        """Touch the entry every min_idle/3 until `handled` is set. Stopped by the event, not
+        by cancel(): a cancel landing inside a redis-py command is sometimes swallowed, and the
+        task then touched the entry forever, so a failed entry was never reclaimed nor
+        dead-lettered (and its connection outlived the client)."""
         interval = max(self.options.min_idle_ms / 3000, 0.05)
         while True:
-            await asyncio.sleep(interval)
-            await self._touch(keys=[self.stream], args=[self.group, entry_id, self.name])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(handled.wait(), interval)
+            if handled.is_set():
+                return
+            try:
+                await self._touch(keys=[self.stream], args=[self.group, entry_id, self.name])
+            except aioredis.RedisError as exc:
+                log.warning("consumer.keep_claim_failed", entry_id=entry_id, error=str(exc))
 
     async def _dead_letter(self, entry_id: str, fields: dict[str, str], deliveries: int) -> None:
         errors_key = self.keys.delivery_errors(self.stream, self.group)

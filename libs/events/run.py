@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from libs.events.envelope import Event
 
 __all__ = [
     "LlmDelta",
+    "RetrievalDone",
+    "RetrievedChunk",
     "RunCompleted",
     "RunEvent",
     "RunFailed",
@@ -17,6 +21,23 @@ __all__ = [
 
 class RunRequested(Event, frozen=True, kw_only=True, tag="run.requested"):
     query: str = ""
+
+
+class RetrievedChunk(msgspec.Struct, frozen=True, kw_only=True):
+    """A chunk the run retrieved, as the answer's source."""
+
+    doc_id: str
+    chunk_index: int = 0
+    title: str = ""
+    source: str = ""
+    text: str
+    score: float
+
+
+class RetrievalDone(Event, frozen=True, kw_only=True, tag="retrieval.done"):
+    query: str
+    chunks: list[RetrievedChunk] = msgspec.field(default_factory=list)
+    duration_s: float = 0.0
 
 
 class RunStarted(Event, frozen=True, kw_only=True, tag="run.started"):
@@ -31,6 +52,7 @@ class LlmDelta(Event, frozen=True, kw_only=True, tag="llm.delta"):
 class RunCompleted(Event, frozen=True, kw_only=True, tag="run.completed"):
     answer: str
     duration_s: float = 0.0
+    sources: list[RetrievedChunk] = msgspec.field(default_factory=list)
 
 
 class RunFailed(Event, frozen=True, kw_only=True, tag="run.failed"):
@@ -45,4 +67,6 @@ class RunSuperseded(Event, frozen=True, kw_only=True, tag="run.superseded"):
     reason: str
 
 
-RunEvent = RunRequested | RunStarted | LlmDelta | RunCompleted | RunFailed | RunSuperseded
+RunEvent = (
+    RunRequested | RunStarted | RetrievalDone | LlmDelta | RunCompleted | RunFailed | RunSuperseded
+)

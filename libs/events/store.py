@@ -71,9 +71,12 @@ class Appended:
     partition: int
 
 
-def connect_redis(url: str, max_connections: int = 64) -> aioredis.Redis:
+def connect_redis(
+    url: str, max_connections: int = 64, socket_timeout: float = 5.0
+) -> aioredis.Redis:
     """A client whose pool makes callers wait for a free connection (up to 30 s) instead of
-    failing with "Too many connections" under a burst, and opens at most `max_connections`."""
+    failing with "Too many connections" under a burst, and opens at most `max_connections`.
+    `socket_timeout` must exceed the longest XREAD BLOCK made through the client."""
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
@@ -81,6 +84,7 @@ def connect_redis(url: str, max_connections: int = 64) -> aioredis.Redis:
         decode_responses=True,
         health_check_interval=30,
         socket_connect_timeout=10,
+        socket_timeout=socket_timeout,
     )
     return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() disconnects it
 

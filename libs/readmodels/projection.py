@@ -17,6 +17,7 @@ from libs.events import (
     LockExpired,
     LockLost,
     LockReleased,
+    RetrievalDone,
     RunCompleted,
     RunFailed,
     RunRequested,
@@ -147,6 +148,9 @@ def summarize(event: AnyEvent) -> str | None:
             return f"Run {event.run_id[:8]} failed: {event.reason}"
         case RunSuperseded():
             return f"Run {event.run_id[:8]} superseded: {event.reason}"
+        case RetrievalDone():
+            titles = ", ".join(dict.fromkeys(c.title or c.doc_id[:8] for c in event.chunks))
+            return f"Retrieved {len(event.chunks)} chunks" + (f" from {titles}" if titles else "")
         case LockAcquired():
             return f"Lock acquired by run {event.run_id[:8]} (fence {event.fence}, by {event.by})"
         case LockConflict():

@@ -23,6 +23,7 @@ from services.gateway.errors import (
     unexpected_error_handler,
 )
 from services.gateway.health import health, ready
+from services.gateway.ingest_api import ingest, search
 from services.gateway.locks_api import read_task_locks
 from services.gateway.metrics import metrics_endpoint
 from services.gateway.runs_api import run_agents
@@ -42,6 +43,9 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, GatewayContext]]:
         redis = connect_redis(settings.redis_url)
+        follower_redis = connect_redis(
+            settings.redis_url, max_connections=10_000, socket_timeout=settings.sse_heartbeat_s + 15
+        )
         engine = create_engine(settings.sqlalchemy_url)
         await create_schema(engine)
         keys = Keys(settings.namespace, settings.partitions)
@@ -52,11 +56,13 @@ def create_app(settings: Settings) -> Starlette:
             store=EventStore(redis, keys),
             locks=TaskLocks(redis, keys),
             engine=engine,
+            follower=EventStore(follower_redis, keys),
         )
         try:
             yield {"ctx": ctx}
         finally:
             await redis.aclose()
+            await follower_redis.aclose()
             await engine.dispose()
 
     routes = [
@@ -70,6 +76,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/tasks/{task_id}/activity", read_task_activity),
         Route("/api/tasks/{task_id}/locks", read_task_locks),
         Route("/run-agents", run_agents, methods=["POST"]),
+        Route("/api/ingest", ingest, methods=["POST"]),
+        Route("/api/search", search, methods=["POST"]),
         Route("/events/tasks/{task_id}", task_events),
     ]
     return Starlette(

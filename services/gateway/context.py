@@ -25,6 +25,9 @@ class GatewayContext:
     store: EventStore
     locks: TaskLocks
     engine: AsyncEngine
+    # SSE followers block in XREAD for up to 15 s each; they get their own client so they can
+    # never exhaust the pool that API requests wait on.
+    follower: EventStore
 
     async def wait_projected(self, appended: Appended, bound_s: float = 3.0) -> bool:
         """Wait until the projector has passed `appended`, so the caller reads its own write.

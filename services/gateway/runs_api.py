@@ -10,13 +10,14 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from libs.events import LockNotHeld, RunAgent, RunRequested, encode
+from libs.events import LockNotHeld, RunAgent, RunCompleted, RunFailed, RunRequested, encode
 from libs.readmodels import get_task
 from services.gateway.admission import Refused, admit_run, precheck
 from services.gateway.bodies import decode_body
 from services.gateway.context import context_of
 from services.gateway.errors import ApiError
 from services.gateway.metrics import RUNS_ACCEPTED, RUNS_REJECTED, RUNS_REQUESTED
+from services.gateway.run_wait import RunOutcome, wait_for_outcome, wait_seconds
 
 __all__ = ["RunRequest", "run_agents"]
 
@@ -51,6 +52,7 @@ def conflict_error(task_id: int, refused: Refused) -> ApiError:
 async def run_agents(request: Request) -> Response:
     ctx = context_of(request)
     body = await decode_body(request, RunRequest, ctx.settings.max_body_bytes)
+    wait = wait_seconds(request)
     if body.hold_seconds and not ctx.settings.dev:
         raise ApiError(422, "hold_seconds is accepted only when the server runs with RAGPOC_DEV=1")
     RUNS_REQUESTED.inc()
@@ -84,14 +86,30 @@ async def run_agents(request: Request) -> Response:
     )
     await ctx.redis.xadd(ctx.keys.run_commands, {"type": "run", "data": encode(command)})
     RUNS_ACCEPTED.inc()
+    accepted = {
+        "task_id": task.id,
+        "run_id": run_id,
+        "fence": lease.fence,
+        "status": "queued",
+        "events_url": f"/events/tasks/{task.id}",
+    }
+    if wait is not None:
+        ended = await wait_for_outcome(ctx, task.id, run_id, appended.stream_id, wait)
+        if ended is not None:
+            await ctx.wait_projected(appended)
+            return JSONResponse(accepted | outcome_json(ended), status_code=200)
+        accepted["message"] = f"the run did not end within {wait:g} s; follow events_url"
     await ctx.wait_projected(appended)
-    return JSONResponse(
-        {
-            "task_id": task.id,
-            "run_id": run_id,
-            "fence": lease.fence,
-            "status": "queued",
-            "events_url": f"/events/tasks/{task.id}",
-        },
-        status_code=202,
-    )
+    return JSONResponse(accepted, status_code=202)
+
+
+def outcome_json(outcome: RunOutcome) -> dict[str, object]:
+    if isinstance(outcome, RunCompleted):
+        return {
+            "status": "done",
+            "answer": outcome.answer,
+            "sources": msgspec.to_builtins(outcome.sources),
+            "duration_s": outcome.duration_s,
+        }
+    status = "failed" if isinstance(outcome, RunFailed) else "superseded"
+    return {"status": status, "error": outcome.reason}

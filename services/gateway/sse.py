@@ -20,7 +20,6 @@ from services.gateway.tasks_api import path_task_id
 
 __all__ = ["task_events"]
 
-HEARTBEAT_SECONDS = 15
 RETRY_MS = 2000
 _ENTRY_ID = re.compile(r"^\d+-\d+$")
 
@@ -45,9 +44,8 @@ async def event_frames(ctx: GatewayContext, task_id: int, after: str) -> AsyncIt
         after = stored.stream_id
         yield sse_frame(stored)
     stream = ctx.keys.task_events(task_id)
-    async for item in ctx.store.follow(
-        [stream], {stream: after}, block_ms=HEARTBEAT_SECONDS * 1000
-    ):
+    heartbeat_ms = int(ctx.settings.sse_heartbeat_s * 1000)
+    async for item in ctx.follower.follow([stream], {stream: after}, block_ms=heartbeat_ms):
         yield ": heartbeat\n\n" if item is None else sse_frame(item[1])
 
 

@@ -1,21 +1,38 @@
-"""The ingestor's HTTP side: health and `POST /search` over the collection it owns."""
+"""The ingestor process: `POST /search` over the collection it owns, and the ingest consumer.
+
+Qdrant local mode lets one process open its folder, so the consumer of the ingest-command
+stream runs here, as a task started and stopped by the app's lifespan.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from typing import Annotated
 
 import msgspec
+import openai
+import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from libs.common import Settings
+from libs.events import Keys, connect_redis
+from services.ingestor.consumer import build_ingest_consumer, run_until_stopped
+from services.ingestor.options import IngestOptions, load_ingest_options
 from services.ingestor.vectors import VectorIndex, open_index
 
-__all__ = ["SearchRequest", "create_app"]
+__all__ = ["SHUTDOWN_GRACE_S", "IngestorContext", "SearchRequest", "create_app"]
+
+log = structlog.get_logger(__name__)
+
+SHUTDOWN_GRACE_S = 30.0
+"""How long shutdown waits for the command in hand; after that it is left pending (and
+retried by the next ingestor)."""
 
 
 class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -23,31 +40,69 @@ class SearchRequest(msgspec.Struct, forbid_unknown_fields=True):
     k: Annotated[int, msgspec.Meta(ge=1, le=50)] = 5
 
 
+@dataclass(frozen=True)
+class IngestorContext:
+    index: VectorIndex
+    consumer: asyncio.Task[None] | None  # None when no REDIS_URL is set
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"status": status, "message": message}}, status)
 
 
-async def health(_request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
+def _context(request: Request) -> IngestorContext:
+    context: IngestorContext = request.state.ctx
+    return context
+
+
+async def health(request: Request) -> Response:
+    task = _context(request).consumer
+    consumer = "off" if task is None else ("stopped" if task.done() else "running")
+    return JSONResponse({"status": "ok", "consumer": consumer})
 
 
 async def search(request: Request) -> Response:
-    index: VectorIndex = request.state.index
+    index = _context(request).index
     try:
         body = msgspec.json.decode(await request.body(), type=SearchRequest)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         return _error(422, f"invalid search request: {exc}")
-    hits = await index.search(body.query, body.k)
+    try:
+        hits = await index.search(body.query, body.k)
+    except openai.APIError as exc:
+        log.warning("search.embedding_failed", error=str(exc))
+        return _error(503, f"the embedding API failed, try again later: {exc}")
     return JSONResponse({"query": body.query, "hits": [msgspec.to_builtins(h) for h in hits]})
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, options: IngestOptions | None = None) -> Starlette:
+    """The ingestor app; `options` default to the RAGPOC_CHUNK_*/RAGPOC_EMBED_* variables."""
+    ingest_options = options or load_ingest_options()
+
     @asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, VectorIndex]]:
-        index = await open_index(settings)
+    async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, IngestorContext]]:
+        index = await open_index(settings, ingest_options)
+        redis = connect_redis(settings.redis_url) if settings.redis_url else None
+        stop = asyncio.Event()
+        task: asyncio.Task[None] | None = None
+        if redis is None:
+            log.warning("ingest.consumer_off", reason="REDIS_URL is not set: search only")
+        else:
+            keys = Keys(settings.namespace, settings.partitions)
+            consumer = build_ingest_consumer(settings, redis, keys, index, ingest_options)
+            task = asyncio.create_task(run_until_stopped(consumer, stop), name="ingest-consumer")
         try:
-            yield {"index": index}
+            yield {"ctx": IngestorContext(index=index, consumer=task)}
         finally:
+            stop.set()
+            if task is not None:
+                try:
+                    await asyncio.wait_for(task, SHUTDOWN_GRACE_S)
+                except TimeoutError:
+                    log.warning("ingest.consumer_stop_timed_out", after_s=SHUTDOWN_GRACE_S)
+            if redis is not None:
+                with suppress(Exception):
+                    await redis.aclose()
             await index.close()
 
     return Starlette(

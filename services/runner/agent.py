@@ -1,27 +1,46 @@
-"""The agent itself: ask the chat model the run's question, streaming the answer as events
-appended under the run's lock (a run that lost its lock cannot append)."""
+"""The agent itself: retrieve context, then ask the chat model the run's question with it,
+streaming the answer as events appended under the run's lock (a run that lost its lock cannot
+append)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from openai import AsyncOpenAI
 
 from libs.common import Settings
-from libs.events import EventStore, LlmDelta, RunAgent
+from libs.events import EventStore, LlmDelta, RetrievedChunk, RunAgent
 from libs.events.locks import Lease
 
-__all__ = ["SYSTEM_PROMPT", "ask_model"]
+__all__ = ["SYSTEM_PROMPT", "ask_model", "build_prompt"]
 
-SYSTEM_PROMPT = "You are a helpful assistant. Answer the question briefly."
+SYSTEM_PROMPT = (
+    "You are a helpful assistant. Answer the question briefly, using the numbered context "
+    "passages when they are relevant, and cite them as [n]."
+)
+
+
+def build_prompt(question: str, context: Sequence[RetrievedChunk]) -> str:
+    if not context:
+        return f"Question: {question}"
+    passages = "\n".join(f"[{n}] {chunk.text}" for n, chunk in enumerate(context, start=1))
+    return f"Context:\n{passages}\n\nQuestion: {question}"
 
 
 async def ask_model(
-    command: RunAgent, lease: Lease, *, store: EventStore, llm: AsyncOpenAI, settings: Settings
+    command: RunAgent,
+    lease: Lease,
+    context: Sequence[RetrievedChunk],
+    *,
+    store: EventStore,
+    llm: AsyncOpenAI,
+    settings: Settings,
 ) -> str:
     stream = await llm.chat.completions.create(
         model=settings.chat_model,
         messages=[
             {"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": command.question},
+            {"role": "user", "content": build_prompt(command.question, context)},
         ],
         stream=True,
     )

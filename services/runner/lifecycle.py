@@ -11,9 +11,11 @@ does nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 
+import httpx
 import structlog
 from openai import AsyncOpenAI
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,6 +29,8 @@ from libs.events import (
     LockLost,
     LockNotHeld,
     LockReleased,
+    RetrievalDone,
+    RetrievedChunk,
     RunAgent,
     RunCompleted,
     RunFailed,
@@ -36,6 +40,7 @@ from libs.events import (
 from libs.events.locks import Holder, Lease, TaskLocks
 from libs.events.stats import RunStats
 from services.runner.agent import ask_model
+from services.runner.retrieval import RetrievalFailed, retrieve
 
 __all__ = ["RunDeps", "handle_run"]
 
@@ -49,6 +54,7 @@ class RunDeps:
     locks: TaskLocks
     engine: AsyncEngine
     llm: AsyncOpenAI
+    http: httpx.AsyncClient
     stats: RunStats
     worker: str
 
@@ -96,10 +102,11 @@ async def _run_under_lease(command: RunAgent, lease: Lease, deps: RunDeps) -> No
     started = time.monotonic()
     task_id, run_id, fence = command.task_id, command.run_id, lease.fence
     work = asyncio.create_task(_work(command, lease, deps))
-    keeper = asyncio.create_task(_keep_lease(lease, deps, work))
+    finished = asyncio.Event()
+    keeper = asyncio.create_task(_keep_lease(lease, deps, work, finished))
     lost: str | None = None
     try:
-        answer = await work
+        answer, sources = await work
     except LockNotHeld:
         lost = "the task lock was gone when the run tried to write"
     except asyncio.CancelledError:
@@ -107,7 +114,11 @@ async def _run_under_lease(command: RunAgent, lease: Lease, deps: RunDeps) -> No
         if lost is None:
             raise  # the runner itself is being cancelled
     except Exception as exc:
-        reason = f"LLM call failed: {type(exc).__name__}: {exc}"
+        reason = (
+            f"retrieval failed: {exc}"
+            if isinstance(exc, RetrievalFailed)
+            else f"LLM call failed: {type(exc).__name__}: {exc}"
+        )
         log.warning("run.failed", reason=reason)
         failed = RunFailed(
             task_id=task_id, run_id=run_id, fence=fence, reason=reason, duration_s=_since(started)
@@ -115,20 +126,27 @@ async def _run_under_lease(command: RunAgent, lease: Lease, deps: RunDeps) -> No
         await _finish(deps, lease, failed)
         return
     finally:
-        keeper.cancel()
+        finished.set()  # stop the keeper by event: a cancel() inside redis-py can be swallowed
+        await keeper
     if lost is not None:
         await deps.store.append(LockLost(task_id=task_id, run_id=run_id, fence=fence, reason=lost))
         await _superseded(deps, command, fence, lost)
         return
     duration = _since(started)
     completed = RunCompleted(
-        task_id=task_id, run_id=run_id, fence=fence, answer=answer, duration_s=duration
+        task_id=task_id,
+        run_id=run_id,
+        fence=fence,
+        answer=answer,
+        duration_s=duration,
+        sources=sources,
     )
     await _finish(deps, lease, completed)
     log.info("run.completed", duration_s=round(duration, 3), answer_chars=len(answer))
 
 
 def _lost_reason(keeper: asyncio.Task[str | None]) -> str | None:
+    """Why the work was cancelled, if the keeper did it (it returns right after)."""
     if keeper.done() and not keeper.cancelled():
         return keeper.result()
     return None
@@ -138,23 +156,40 @@ def _since(started: float) -> float:
     return time.monotonic() - started
 
 
-async def _work(command: RunAgent, lease: Lease, deps: RunDeps) -> str:
-    started = RunStarted(
-        task_id=command.task_id, run_id=command.run_id, fence=lease.fence, worker=deps.worker
-    )
+async def _work(command: RunAgent, lease: Lease, deps: RunDeps) -> tuple[str, list[RetrievedChunk]]:
+    ids = {"task_id": command.task_id, "run_id": command.run_id, "fence": lease.fence}
+    started = RunStarted(**ids, worker=deps.worker)  # type: ignore[arg-type]
     await deps.store.append(started, lock_token=lease.token)
     hold = deps.settings.test_hold_seconds or (command.hold_seconds if deps.settings.dev else 0)
     if hold > 0:
         await asyncio.sleep(hold)
-    return await ask_model(command, lease, store=deps.store, llm=deps.llm, settings=deps.settings)
+    began = time.monotonic()
+    context = await retrieve(
+        deps.http, deps.settings.ingestor_url, command.question, deps.settings.retrieval_k
+    )
+    retrieved = RetrievalDone(
+        **ids,  # type: ignore[arg-type]
+        query=command.question,
+        chunks=context,
+        duration_s=_since(began),
+    )
+    await deps.store.append(retrieved, lock_token=lease.token)
+    answer = await ask_model(
+        command, lease, context, store=deps.store, llm=deps.llm, settings=deps.settings
+    )
+    return answer, context
 
 
-async def _keep_lease(lease: Lease, deps: RunDeps, work: asyncio.Task[str]) -> str | None:
-    """Extend the lease every third of its TTL; on failure stop the work and say why."""
+async def _keep_lease(
+    lease: Lease, deps: RunDeps, work: asyncio.Task[object], finished: asyncio.Event
+) -> str | None:
+    """Extend the lease every third of its TTL until `finished`; if an extension fails, stop
+    the work and say why."""
     interval = lease.ttl_ms / 3000
-    while not work.done():
-        await asyncio.sleep(interval)
-        if work.done():
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(finished.wait(), interval)
+        if finished.is_set() or work.done():
             return None
         if not await deps.locks.extend(lease):
             reason = "the task lock expired or was taken while the run was working"
@@ -162,7 +197,6 @@ async def _keep_lease(lease: Lease, deps: RunDeps, work: asyncio.Task[str]) -> s
             work.cancel()
             return reason
         await refresh_claim(deps.engine, lease.task_id, lease.fence, _claim_expiry(lease.ttl_ms))
-    return None
 
 
 async def _finish(deps: RunDeps, lease: Lease, outcome: RunCompleted | RunFailed) -> None:

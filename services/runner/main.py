@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import structlog
 from openai import AsyncOpenAI
 
@@ -75,13 +76,20 @@ async def serve(settings: Settings) -> None:
     keys = Keys(settings.namespace, settings.partitions)
     engine = create_engine(settings.sqlalchemy_url)
     await create_schema(engine)
-    llm = AsyncOpenAI(base_url=settings.openai_base_url, api_key=settings.openai_api_key)
+    llm = AsyncOpenAI(
+        base_url=settings.openai_base_url,
+        api_key=settings.openai_api_key,
+        timeout=settings.llm_timeout_s,
+        max_retries=settings.llm_max_retries,
+    )
+    http = httpx.AsyncClient(timeout=30)
     deps = RunDeps(
         settings=settings,
         store=EventStore(redis, keys),
         locks=TaskLocks(redis, keys),
         engine=engine,
         llm=llm,
+        http=http,
         stats=RunStats(redis, keys),
         worker=consumer_name(),
     )
@@ -90,6 +98,7 @@ async def serve(settings: Settings) -> None:
         await build_consumer(deps).run(stop)
     finally:
         await llm.close()
+        await http.aclose()
         await redis.aclose()
         await engine.dispose()
 

@@ -55,6 +55,17 @@ class Deployment:
 
 @pytest.fixture
 def deployment(valkey_server: Any, database_url: str, tmp_path: Path) -> Iterator[Deployment]:
+    """Runs on SQLite and on PostgreSQL."""
+    yield from _deploy(valkey_server, database_url, tmp_path)
+
+
+@pytest.fixture
+def sqlite_deployment(valkey_server: Any, tmp_path: Path) -> Iterator[Deployment]:
+    """SQLite only, for the slower process-level scenarios (keeps the suite short)."""
+    yield from _deploy(valkey_server, f"sqlite:///{tmp_path / 'readmodels.db'}", tmp_path)
+
+
+def _deploy(valkey_server: Any, database_url: str, tmp_path: Path) -> Iterator[Deployment]:
     namespace = f"dup{uuid.uuid4().hex[:8]}"
     keys = Keys(namespace, 16)
     cluster = Cluster.create(
@@ -67,6 +78,7 @@ def deployment(valkey_server: Any, database_url: str, tmp_path: Path) -> Iterato
     )
     [mockai] = cluster.start_http("mockai", "MOCKAI_PORT")
     cluster.env["OPENAI_BASE_URL"] = f"{mockai}/v1"
+    [cluster.env["INGESTOR_URL"]] = cluster.start_http("ingestor", "INGESTOR_PORT")
     cluster.start("projector")
     running = Deployment(cluster, keys, valkey_server.connection_url)
     try:
@@ -113,7 +125,8 @@ def test_200_concurrent_requests_over_4_gateways_admit_exactly_one(
     assert ids == sorted(ids, reverse=True)  # newest first
 
 
-def test_20_tasks_hit_at_once_each_admit_exactly_one_run(deployment: Deployment) -> None:
+def test_20_tasks_hit_at_once_each_admit_exactly_one_run(sqlite_deployment: Deployment) -> None:
+    deployment = sqlite_deployment
     deployment.gateways = deployment.cluster.start_http("gateway", "GATEWAY_PORT", count=4)
     deployment.cluster.start("runner")
     task_ids = [deployment.create_task(f"task {n}") for n in range(20)]
@@ -131,8 +144,9 @@ def test_20_tasks_hit_at_once_each_admit_exactly_one_run(deployment: Deployment)
 
 
 def test_after_a_run_completes_the_task_runs_again_with_a_larger_fence(
-    deployment: Deployment,
+    sqlite_deployment: Deployment,
 ) -> None:
+    deployment = sqlite_deployment
     deployment.gateways = deployment.cluster.start_http("gateway", "GATEWAY_PORT")
     deployment.cluster.start("runner")
     task_id = deployment.create_task()
@@ -149,8 +163,9 @@ def test_after_a_run_completes_the_task_runs_again_with_a_larger_fence(
 
 
 def test_a_runner_frozen_past_its_lease_is_superseded_and_its_writes_refused(
-    deployment: Deployment,
+    sqlite_deployment: Deployment,
 ) -> None:
+    deployment = sqlite_deployment
     cluster = deployment.cluster
     cluster.env |= {"RAGPOC_LOCK_TTL_MS": "1000", "RAGPOC_CONSUMER_MIN_IDLE_MS": "120000"}
     deployment.gateways = cluster.start_http("gateway", "GATEWAY_PORT")
@@ -192,8 +207,9 @@ def test_a_runner_frozen_past_its_lease_is_superseded_and_its_writes_refused(
 
 
 def test_a_runner_killed_mid_run_is_replaced_under_a_fresh_lock_and_fence(
-    deployment: Deployment,
+    sqlite_deployment: Deployment,
 ) -> None:
+    deployment = sqlite_deployment
     cluster = deployment.cluster
     cluster.env |= {"RAGPOC_LOCK_TTL_MS": "1000", "RAGPOC_CONSUMER_MIN_IDLE_MS": "1500"}
     deployment.gateways = cluster.start_http("gateway", "GATEWAY_PORT")

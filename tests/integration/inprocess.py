@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -18,6 +19,7 @@ from libs.events.locks import TaskLocks
 from libs.events.stats import RunStats
 from libs.readmodels import create_engine, create_schema
 from services.gateway.app import create_app as gateway_app
+from services.ingestor.app import create_app as ingestor_app
 from services.mockai import create_app as mockai_app
 from services.projector.main import Projector
 from services.runner.lifecycle import RunDeps
@@ -57,6 +59,8 @@ async def in_process_stack(
 
     mockai_port = free_port()
     settings = Settings(
+        data_dir=Path(data_dir),
+        ingestor_port=free_port(),
         redis_url=redis_url,
         database_url=database_url,
         namespace=keys.namespace,
@@ -73,22 +77,25 @@ async def in_process_stack(
     projector = Projector(redis, engine, keys)
     await create_schema(engine)
     llm = AsyncOpenAI(base_url=settings.openai_base_url, api_key="test", max_retries=0)
-    runner = build_consumer(
-        RunDeps(
-            settings=settings,
-            store=store,
-            locks=TaskLocks(redis, keys),
-            engine=engine,
-            llm=llm,
-            stats=RunStats(redis, keys),
-            worker="in-process-runner",
-        )
-    )
     stop = asyncio.Event()
     async with (
         serving(mockai_app(), mockai_port),
+        serving(ingestor_app(settings), settings.ingestor_port),
         serving(gateway_app(settings), settings.gateway_port),
+        httpx.AsyncClient(timeout=30) as http,
     ):
+        runner = build_consumer(
+            RunDeps(
+                settings=settings,
+                store=store,
+                locks=TaskLocks(redis, keys),
+                engine=engine,
+                llm=llm,
+                http=http,
+                stats=RunStats(redis, keys),
+                worker="in-process-runner",
+            )
+        )
         await projector.start()
         tasks = [
             asyncio.create_task(projector.run(stop, block_ms=100)),

@@ -63,38 +63,43 @@ async def test_a_run_answers_the_task_and_moves_it_to_done(stack: InProcessStack
     assert [r["run_id"] for r in done["run_history"]] == [run["run_id"]]
     events = await stack.store.task_events(task["id"])
     types = [type(e.event).__struct_config__.tag for e in events]
-    assert types[:4] == ["task.created", "lock.acquired", "run.requested", "run.started"]
+    assert types[:5] == [
+        "task.created",
+        "lock.acquired",
+        "run.requested",
+        "run.started",
+        "retrieval.done",
+    ]
     assert types[-2:] == ["run.completed", "lock.released"]
-    assert set(types[4:-2]) == {"llm.delta"}
+    assert set(types[5:-2]) == {"llm.delta"}
     activity = (await stack.client.get(f"/api/tasks/{task['id']}/activity")).json()["activity"]
     assert [a["type"] for a in activity] == [
         "task.created",
         "lock.acquired",
         "run.requested",
         "run.started",
+        "retrieval.done",
         "run.completed",
         "lock.released",
     ]
 
 
-@pytest.mark.parametrize(
-    ("body", "message"),
-    [
-        (b"", "empty"),
-        (b"{not json", "not valid JSON"),
-        (b'{"description": "no title"}', "title"),
-        (b'{"title": ""}', "title"),
-        (b'{"title": "   "}', "blank"),
-        (b'{"title": "x", "owner": "me"}', "owner"),
-        (b'{"title": 42}', "Expected `str`"),
-    ],
-)
-async def test_a_bad_task_body_gets_a_422_that_says_what_is_wrong(
-    stack: InProcessStack, body: bytes, message: str
-) -> None:
-    reply = await stack.client.post("/api/tasks", content=body)
-    assert reply.status_code == 422
-    assert message in reply.json()["error"]["message"]
+BAD_TASK_BODIES = [
+    (b"", "empty"),
+    (b"{not json", "not valid JSON"),
+    (b'{"description": "no title"}', "title"),
+    (b'{"title": ""}', "title"),
+    (b'{"title": "   "}', "blank"),
+    (b'{"title": "x", "owner": "me"}', "owner"),
+    (b'{"title": 42}', "Expected `str`"),
+]
+
+
+async def test_a_bad_task_body_gets_a_422_that_says_what_is_wrong(stack: InProcessStack) -> None:
+    for body, message in BAD_TASK_BODIES:
+        reply = await stack.client.post("/api/tasks", content=body)
+        assert reply.status_code == 422, body
+        assert message in reply.json()["error"]["message"], body
     assert (await stack.client.get("/api/tasks")).json()["tasks"] == []
 
 
@@ -107,24 +112,25 @@ async def test_an_oversized_body_gets_413_and_writes_nothing(stack: InProcessSta
     assert (await stack.client.get("/api/tasks")).json()["tasks"] == []
 
 
-@pytest.mark.parametrize(
-    ("body", "status", "message"),
-    [
-        ({"id": 999}, 404, "task 999 does not exist"),
-        ({"id": "7"}, 422, "Expected `int`"),
-        ({}, 422, "missing required field `id`"),
-        ({"id": 1, "colour": "red"}, 422, "colour"),
-    ],
-)
-async def test_a_bad_run_request_gets_a_clear_error(
-    stack: InProcessStack,
-    body: dict,
-    status: int,
-    message: str,  # type: ignore[type-arg]
-) -> None:
-    reply = await stack.client.post("/run-agents", json=body)
-    assert reply.status_code == status
-    assert message in reply.json()["error"]["message"]
+BAD_RUN_REQUESTS = [
+    ({"id": 999}, 404, "task 999 does not exist"),
+    ({"id": "7"}, 422, "Expected `int`"),
+    ({}, 422, "missing required field `id`"),
+    ({"id": 1, "colour": "red"}, 422, "colour"),
+    ({"id": 1, "query": "q" * 4001}, 422, "length <= 4000"),
+    ({"id": 0}, 422, ">= 1"),
+    ({"id": 1.5}, 422, "Expected `int`"),
+]
+
+
+async def test_a_bad_run_request_gets_a_clear_error(stack: InProcessStack) -> None:
+    for body, status, message in BAD_RUN_REQUESTS:
+        reply = await stack.client.post("/run-agents", json=body)
+        assert reply.status_code == status, body
+        assert message in reply.json()["error"]["message"], body
+    bad_wait = await stack.client.post("/run-agents?wait=forever", json={"id": 1})
+    assert bad_wait.status_code == 422
+    assert "wait must be" in bad_wait.json()["error"]["message"]
 
 
 async def test_unknown_task_and_route_are_json_404s(stack: InProcessStack) -> None:
@@ -143,3 +149,23 @@ async def test_health_ready_and_metrics_answer(stack: InProcessStack) -> None:
     await stack.client.post("/api/tasks", json={"title": "counted"})
     metrics = (await stack.client.get("/metrics")).text
     assert "ragpoc_tasks_created_total" in metrics
+
+
+async def test_an_idle_event_stream_sends_heartbeats_and_stays_open(
+    redis_url: str, keys: Keys, tmp_path: Path
+) -> None:
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    async with in_process_stack(
+        redis_url, database_url, keys, str(tmp_path), sse_heartbeat_s=6.0
+    ) as stack:
+        task = (await stack.client.post("/api/tasks", json={"title": "quiet"})).json()
+        lines: list[str] = []
+        async with stack.client.stream("GET", f"/events/tasks/{task['id']}") as response:
+            async for line in response.aiter_lines():
+                lines.append(line)
+                # 6 s of silence: longer than redis-py's default 5 s socket timeout, which
+                # would break a blocked XREAD on a default client
+                if lines.count(": heartbeat") == 1:
+                    break
+    assert "retry: 2000" in lines
+    assert "event: task.created" in lines

@@ -1,0 +1,68 @@
+"""Retrieval for a run: ask the ingestor's `/search` for the chunks nearest the question."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import msgspec
+import structlog
+
+from libs.events import RetrievedChunk
+
+__all__ = ["RetrievalFailed", "retrieve"]
+
+log = structlog.get_logger(__name__)
+
+ATTEMPTS = 5  # backoff 0.25, 0.5, 1, 2 s: rides out an ingestor restart of a few seconds
+
+
+class RetrievalFailed(Exception):
+    """The ingestor could not be asked, or answered with an error, after retries."""
+
+
+class _Hit(msgspec.Struct):
+    text: str
+    score: float
+    doc_id: str = ""
+    chunk_index: int = 0
+    title: str = ""
+    source: str = ""
+
+
+class _SearchReply(msgspec.Struct):
+    hits: list[_Hit]
+
+
+async def retrieve(
+    http: httpx.AsyncClient, ingestor_url: str, query: str, k: int
+) -> list[RetrievedChunk]:
+    """Top-k chunks for `query`; retries transient failures with backoff."""
+    delay = 0.25
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            reply = await http.post(f"{ingestor_url}/search", json={"query": query, "k": k})
+            if reply.status_code < 500:
+                break
+            problem = f"ingestor answered {reply.status_code}: {reply.text[:200]}"
+        except httpx.TransportError as exc:
+            problem = f"ingestor unreachable at {ingestor_url}: {type(exc).__name__}: {exc}"
+        log.warning("retrieval.retry", attempt=attempt, problem=problem)
+        if attempt == ATTEMPTS:
+            raise RetrievalFailed(problem)
+        await asyncio.sleep(delay)
+        delay *= 2
+    if reply.status_code != 200:
+        raise RetrievalFailed(f"ingestor refused the search ({reply.status_code}): {reply.text}")
+    hits = msgspec.json.decode(reply.content, type=_SearchReply).hits
+    return [
+        RetrievedChunk(
+            doc_id=hit.doc_id,
+            chunk_index=hit.chunk_index,
+            title=hit.title,
+            source=hit.source,
+            text=hit.text,
+            score=hit.score,
+        )
+        for hit in hits
+    ]
