@@ -105,6 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     sub.add_parser(
+        "events",
+        help="Print or follow a task's event log, or every task's (see `ragpoc events --help`)",
+        add_help=False,
+    )
+    sub.add_parser(
+        "state",
+        help="A task as the projection saw it at an entry id or time (`ragpoc state --help`)",
+        add_help=False,
+    )
+    sub.add_parser(
+        "rebuild",
+        help="Rebuild the read models from the event archive (see `ragpoc rebuild --help`)",
+        add_help=False,
+    )
+    sub.add_parser(
         "ingest",
         help="Ingest .txt/.md files or folders through the gateway (see `ragpoc ingest --help`)",
         add_help=False,
@@ -126,6 +141,14 @@ def main(argv: list[str] | None = None) -> int:
         from services.ingest_cli import main as ingest_main
 
         return ingest_main(argv[1:])
+    if argv[:1] in (["events"], ["state"]):
+        from services.replay_cli import main as replay_main
+
+        return replay_main(argv)
+    if argv[:1] == ["rebuild"]:
+        from services.rebuild_cli import main as rebuild_main
+
+        return rebuild_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()

@@ -16,16 +16,19 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import cast
 
+import msgspec
 import redis.asyncio as aioredis
 import structlog
 
 from libs.events.names import Keys
 from libs.events.store import Entries
+from libs.events.workers import WorkerInfo, WorkerRegistry
 
 __all__ = ["ConsumerOptions", "DeadLetterHook", "GroupConsumer", "Handler", "consumer_name"]
 
@@ -66,6 +69,9 @@ class GroupConsumer:
     options: ConsumerOptions = field(default_factory=ConsumerOptions)
     name: str = field(default_factory=consumer_name)
     on_dead_letter: DeadLetterHook | None = None
+    # optional heartbeat into the worker registry (`GET /api/jobs`); `service` defaults to group
+    registry: WorkerRegistry | None = None
+    service: str = ""
     current_entry: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -83,10 +89,19 @@ class GroupConsumer:
         stop = stop or asyncio.Event()
         await self.ensure_group()
         log.info("consumer.started", stream=self.stream, group=self.group, consumer=self.name)
-        while not stop.is_set():
-            handled = await self.process_once(stop, block=not burst)
-            if burst and handled == 0:
-                break
+        beating = asyncio.Event()
+        beat = None
+        if self.registry is not None:
+            beat = asyncio.create_task(self._heartbeat(self.registry, beating))
+        try:
+            while not stop.is_set():
+                handled = await self.process_once(stop, block=not burst)
+                if burst and handled == 0:
+                    break
+        finally:
+            if beat is not None:
+                beating.set()
+                await beat  # ends by itself once `beating` is set: no cancel(), see _keep_claim
         log.info("consumer.stopped", stream=self.stream, group=self.group, consumer=self.name)
 
     async def process_once(self, stop: asyncio.Event | None = None, *, block: bool = True) -> int:
@@ -182,6 +197,30 @@ class GroupConsumer:
                 await self._touch(keys=[self.stream], args=[self.group, entry_id, self.name])
             except aioredis.RedisError as exc:
                 log.warning("consumer.keep_claim_failed", entry_id=entry_id, error=str(exc))
+
+    async def _heartbeat(self, registry: WorkerRegistry, done: asyncio.Event) -> None:
+        """Publish this worker (and the entry in hand) every `registry.interval_s` until `done`
+        is set, then remove its record. Registry errors are logged, never raised."""
+        info = WorkerInfo(
+            id=self.name,
+            service=self.service or self.group,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=time.time(),
+        )
+        while not done.is_set():
+            try:
+                await registry.heartbeat(
+                    msgspec.structs.replace(info, current_entry=self.current_entry)
+                )
+            except aioredis.RedisError as exc:
+                log.warning("consumer.heartbeat_failed", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), registry.interval_s)
+        try:
+            await registry.remove(info)
+        except aioredis.RedisError as exc:
+            log.warning("consumer.unregister_failed", error=str(exc))
 
     async def _dead_letter(self, entry_id: str, fields: dict[str, str], deliveries: int) -> None:
         errors_key = self.keys.delivery_errors(self.stream, self.group)

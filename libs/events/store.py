@@ -8,7 +8,7 @@ lock, so a paused "zombie" runner's events never reach the log.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -160,7 +160,7 @@ class EventStore:
 
     async def follow(
         self, streams: Sequence[str], after: dict[str, str], *, block_ms: int = 1000
-    ) -> AsyncIterator[tuple[str, StoredEvent] | None]:
+    ) -> AsyncGenerator[tuple[str, StoredEvent] | None, None]:
         """Yield (stream, event) as entries arrive after the given ids, and None each time a
         read waited `block_ms` with nothing new (callers use it for heartbeats); forever."""
         positions = {stream: after.get(stream, "0-0") for stream in streams}

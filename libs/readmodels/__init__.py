@@ -11,6 +11,7 @@ from libs.readmodels.projection import (
     summarize,
 )
 from libs.readmodels.queries import (
+    archived_task_events,
     get_task,
     list_activity,
     list_runs,
@@ -25,6 +26,7 @@ __all__ = [
     "RunView",
     "TaskView",
     "apply_batch",
+    "archived_task_events",
     "create_engine",
     "create_schema",
     "entry_key",

@@ -9,10 +9,19 @@ import sqlalchemy as sa
 from sqlalchemy import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from libs.events import StoredEvent, decode_event
 from libs.readmodels.projection import ActivityItem, RunView, TaskView
-from libs.readmodels.schema import activity, projector_positions, runs, tasks
+from libs.readmodels.schema import activity, event_archive, projector_positions, runs, tasks
 
-__all__ = ["from_row", "get_task", "list_activity", "list_runs", "list_tasks", "projected_position"]
+__all__ = [
+    "archived_task_events",
+    "from_row",
+    "get_task",
+    "list_activity",
+    "list_runs",
+    "list_tasks",
+    "projected_position",
+]
 
 
 S = TypeVar("S", bound=msgspec.Struct)
@@ -60,3 +69,18 @@ async def projected_position(engine: AsyncEngine, partition: int) -> str | None:
     )
     async with engine.connect() as conn:
         return (await conn.execute(query)).scalar_one_or_none()
+
+
+async def archived_task_events(engine: AsyncEngine, task_id: int) -> list[StoredEvent]:
+    """Every archived event of a task, in log order (`entry_id` is the partition-log id)."""
+    query = (
+        sa.select(event_archive.c.log_id, event_archive.c.stream_id, event_archive.c.body)
+        .where(event_archive.c.task_id == task_id)
+        .order_by(event_archive.c.log_ms, event_archive.c.log_seq)
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [
+        StoredEvent(entry_id=row.log_id, stream_id=row.stream_id, event=decode_event(row.body))
+        for row in rows
+    ]

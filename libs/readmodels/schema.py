@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["activity", "metadata", "projector_positions", "run_claims", "runs", "tasks"]
+__all__ = [
+    "READ_MODELS",
+    "activity",
+    "event_archive",
+    "metadata",
+    "projector_positions",
+    "run_claims",
+    "runs",
+    "tasks",
+]
 
 metadata = sa.MetaData()
 
@@ -58,6 +67,23 @@ projector_positions = sa.Table(
     sa.Column("last_id", sa.String(32), nullable=False),
 )
 
+# Every event that reached the log, written by the projector in the same transaction as the
+# rows it produced: history that survives trimming of the Redis streams, and what
+# `ragpoc rebuild` replays.
+event_archive = sa.Table(
+    "events",
+    metadata,
+    sa.Column("partition", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("log_id", sa.String(32), primary_key=True),
+    sa.Column("log_ms", sa.BigInteger, nullable=False),
+    sa.Column("log_seq", sa.BigInteger, nullable=False),
+    sa.Column("task_id", sa.BigInteger, nullable=False, index=True),
+    sa.Column("stream_id", sa.String(32), nullable=False),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Index("ix_events_replay_order", "partition", "log_ms", "log_seq"),
+)
+
 # Command-side state, not a read model: the duplicate-protection guard (one row per task),
 # written only by the lock protocol (gateway on request, runner on start/finish), never shown.
 run_claims = sa.Table(
@@ -70,3 +96,6 @@ run_claims = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
 )
+
+# What `ragpoc rebuild` drops and recreates from the archive.
+READ_MODELS = (tasks, runs, activity, projector_positions)

@@ -14,11 +14,11 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from libs.events import StoredEvent
-from libs.readmodels.ids import is_after
+from libs.events import StoredEvent, encode
+from libs.readmodels.ids import entry_key, is_after
 from libs.readmodels.projection import RunView, TaskView, project_run, project_task, summarize
 from libs.readmodels.queries import from_row
-from libs.readmodels.schema import activity, projector_positions, runs, tasks
+from libs.readmodels.schema import activity, event_archive, projector_positions, runs, tasks
 
 __all__ = ["LostRace", "apply_batch", "load_positions"]
 
@@ -46,16 +46,20 @@ async def _load_run(conn: AsyncConnection, run_id: str) -> RunView | None:
     return None if row is None else from_row(RunView, row)
 
 
-async def apply_batch(engine: AsyncEngine, partition: int, batch: Sequence[StoredEvent]) -> str:
+async def apply_batch(
+    engine: AsyncEngine, partition: int, batch: Sequence[StoredEvent], *, archive: bool = True
+) -> str:
     """Project the events of `batch` that lie after the stored position; returns the position
     now stored. Raises LostRace (and writes nothing) when another projector moved first."""
     try:
-        return await _apply(engine, partition, batch)
+        return await _apply(engine, partition, batch, archive)
     except IntegrityError as exc:  # the other projector's rows or position landed first
         raise LostRace(str(exc.orig)) from exc
 
 
-async def _apply(engine: AsyncEngine, partition: int, batch: Sequence[StoredEvent]) -> str:
+async def _apply(
+    engine: AsyncEngine, partition: int, batch: Sequence[StoredEvent], archive: bool
+) -> str:
     async with engine.begin() as conn:
         stored = await _position(conn, partition)
         fresh = [e for e in batch if stored is None or is_after(e.entry_id, stored)]
@@ -63,6 +67,8 @@ async def _apply(engine: AsyncEngine, partition: int, batch: Sequence[StoredEven
             return stored or "0-0"
         task_rows: dict[int, tuple[TaskView | None, TaskView | None]] = {}
         run_rows: dict[str, tuple[RunView | None, RunView | None]] = {}
+        if archive:
+            await conn.execute(event_archive.insert(), [_archived(partition, e) for e in fresh])
         for stored_event in fresh:
             event = stored_event.event
             if event.task_id not in task_rows:
@@ -127,3 +133,17 @@ async def _save(
         await conn.execute(table.insert().values(**values))
     else:
         await conn.execute(table.update().where(key == values[key.name]).values(**values))
+
+
+def _archived(partition: int, stored: StoredEvent) -> dict[str, object]:
+    ms, seq = entry_key(stored.entry_id)
+    return {
+        "partition": partition,
+        "log_id": stored.entry_id,
+        "log_ms": ms,
+        "log_seq": seq,
+        "task_id": stored.event.task_id,
+        "stream_id": stored.stream_id,
+        "type": type(stored.event).__struct_config__.tag,
+        "body": encode(stored.event).decode(),
+    }

@@ -23,7 +23,9 @@ from services.gateway.errors import (
     unexpected_error_handler,
 )
 from services.gateway.health import health, ready
+from services.gateway.hub import EventHub
 from services.gateway.ingest_api import ingest, search
+from services.gateway.jobs_api import jobs
 from services.gateway.locks_api import read_task_locks
 from services.gateway.metrics import metrics_endpoint
 from services.gateway.runs_api import run_agents
@@ -49,6 +51,7 @@ def create_app(settings: Settings) -> Starlette:
         engine = create_engine(settings.sqlalchemy_url)
         await create_schema(engine)
         keys = Keys(settings.namespace, settings.partitions)
+        hub = EventHub(EventStore(follower_redis, keys))
         ctx = GatewayContext(
             settings=settings,
             keys=keys,
@@ -57,10 +60,13 @@ def create_app(settings: Settings) -> Starlette:
             locks=TaskLocks(redis, keys),
             engine=engine,
             follower=EventStore(follower_redis, keys),
+            hub=hub,
         )
+        await hub.start()
         try:
             yield {"ctx": ctx}
         finally:
+            await hub.stop()
             await redis.aclose()
             await follower_redis.aclose()
             await engine.dispose()
@@ -78,6 +84,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/run-agents", run_agents, methods=["POST"]),
         Route("/api/ingest", ingest, methods=["POST"]),
         Route("/api/search", search, methods=["POST"]),
+        Route("/api/jobs", jobs, methods=["GET"]),
         Route("/events/tasks/{task_id}", task_events),
     ]
     return Starlette(

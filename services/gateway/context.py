@@ -13,6 +13,7 @@ from libs.common import Settings
 from libs.events import Appended, EventStore, Keys
 from libs.events.locks import TaskLocks
 from libs.readmodels import is_after, projected_position
+from services.gateway.hub import EventHub
 
 __all__ = ["GatewayContext", "context_of"]
 
@@ -28,6 +29,7 @@ class GatewayContext:
     # SSE followers block in XREAD for up to 15 s each; they get their own client so they can
     # never exhaust the pool that API requests wait on.
     follower: EventStore
+    hub: EventHub
 
     async def wait_projected(self, appended: Appended, bound_s: float = 3.0) -> bool:
         """Wait until the projector has passed `appended`, so the caller reads its own write.

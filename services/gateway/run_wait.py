@@ -6,7 +6,7 @@ import asyncio
 
 from starlette.requests import Request
 
-from libs.events import RunCompleted, RunFailed, RunSuperseded
+from libs.events import Appended, RunCompleted, RunFailed, RunSuperseded
 from services.gateway.context import GatewayContext
 from services.gateway.errors import ApiError
 
@@ -30,18 +30,22 @@ def wait_seconds(request: Request) -> float | None:
 
 
 async def wait_for_outcome(
-    ctx: GatewayContext, task_id: int, run_id: str, after: str, seconds: float
+    ctx: GatewayContext, requested: Appended, run_id: str, seconds: float
 ) -> RunOutcome | None:
-    """The run's terminal event, or None if it did not end within `seconds`."""
-    stream = ctx.keys.task_events(task_id)
+    """The run's terminal event, or None if it did not end within `seconds`. Follows the
+    partition log (from the run's request on) so that, once the outcome is found, the caller
+    can wait for the projector to pass it too and read its own write."""
+    log = ctx.keys.partition_log(requested.partition)
     try:
         async with asyncio.timeout(seconds):
-            follow = ctx.follower.follow([stream], {stream: after}, block_ms=1000)
+            follow = ctx.follower.follow([log], {log: requested.log_id}, block_ms=1000)
             async for item in follow:
                 if item is None:
                     continue
                 event = item[1].event
                 if isinstance(event, RunOutcome) and event.run_id == run_id:
+                    position = Appended(item[1].stream_id, item[1].entry_id, requested.partition)
+                    await ctx.wait_projected(position)
                     return event
     except TimeoutError:
         return None

@@ -94,9 +94,8 @@ async def run_agents(request: Request) -> Response:
         "events_url": f"/events/tasks/{task.id}",
     }
     if wait is not None:
-        ended = await wait_for_outcome(ctx, task.id, run_id, appended.stream_id, wait)
+        ended = await wait_for_outcome(ctx, appended, run_id, wait)
         if ended is not None:
-            await ctx.wait_projected(appended)
             return JSONResponse(accepted | outcome_json(ended), status_code=200)
         accepted["message"] = f"the run did not end within {wait:g} s; follow events_url"
     await ctx.wait_projected(appended)

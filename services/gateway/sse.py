@@ -6,6 +6,7 @@ reconnects with `Last-Event-ID` (or `?last_event_id=`) gets only what came after
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 
@@ -13,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from libs.events import StoredEvent, encode
-from libs.readmodels import get_task
+from libs.readmodels import archived_task_events, get_task, is_after
 from services.gateway.context import GatewayContext, context_of
 from services.gateway.errors import ApiError
 from services.gateway.tasks_api import path_task_id
@@ -38,15 +39,42 @@ def resume_point(request: Request) -> str:
     return last or "0-0"
 
 
+async def history(ctx: GatewayContext, task_id: int, after: str) -> list[StoredEvent]:
+    """The task's events after `after`: from the SQL archive for whatever Redis no longer has
+    (its stream was trimmed), then from the stream."""
+    in_redis = await ctx.store.task_events(task_id, after=after)
+    first_in_redis = in_redis[0].stream_id if in_redis else None
+    archived = [
+        stored
+        for stored in await archived_task_events(ctx.engine, task_id)
+        if is_after(stored.stream_id, after)
+        and (first_in_redis is None or is_after(first_in_redis, stored.stream_id))
+    ]
+    return archived + in_redis
+
+
 async def event_frames(ctx: GatewayContext, task_id: int, after: str) -> AsyncIterator[str]:
     yield f"retry: {RETRY_MS}\n\n"
-    for stored in await ctx.store.task_events(task_id, after=after):
-        after = stored.stream_id
-        yield sse_frame(stored)
-    stream = ctx.keys.task_events(task_id)
-    heartbeat_ms = int(ctx.settings.sse_heartbeat_s * 1000)
-    async for item in ctx.follower.follow([stream], {stream: after}, block_ms=heartbeat_ms):
-        yield ": heartbeat\n\n" if item is None else sse_frame(item[1])
+    subscription = ctx.hub.subscribe(task_id)  # before the replay, so nothing falls between
+    try:
+        for stored in await history(ctx, task_id, after):
+            after = stored.stream_id
+            yield sse_frame(stored)
+        while True:
+            try:
+                live = await asyncio.wait_for(
+                    subscription.queue.get(), ctx.settings.sse_heartbeat_s
+                )
+            except TimeoutError:
+                yield ": heartbeat\n\n"
+                continue
+            if live is None:  # the gateway is stopping, or this client fell too far behind
+                return
+            if is_after(live.stream_id, after):
+                after = live.stream_id
+                yield sse_frame(live)
+    finally:
+        ctx.hub.unsubscribe(subscription)
 
 
 async def task_events(request: Request) -> Response:

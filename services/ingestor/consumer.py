@@ -34,6 +34,7 @@ from libs.events import (
     encode,
 )
 from libs.events.store import Entries
+from libs.events.workers import WorkerRegistry
 from services.ingestor.options import IngestOptions
 from services.ingestor.pipeline import Outcome, Rejected, index_documents
 from services.ingestor.vectors import VectorIndex
@@ -163,6 +164,8 @@ def build_ingest_consumer(
             max_deliveries=settings.consumer_max_deliveries,
         ),
         on_dead_letter=dead_lettered,
+        registry=WorkerRegistry(redis, keys.namespace),
+        service="ingestor",
     )
 
 

@@ -24,6 +24,7 @@ from libs.events import (
 )
 from libs.events.locks import TaskLocks
 from libs.events.stats import RunStats
+from libs.events.workers import WorkerRegistry
 from libs.readmodels import create_engine, create_schema
 from services.runner.lifecycle import RunDeps, handle_run
 from services.shutdown import stop_on_signals
@@ -68,6 +69,8 @@ def build_consumer(deps: RunDeps) -> GroupConsumer:
         ),
         name=deps.worker,
         on_dead_letter=dead_lettered,
+        registry=WorkerRegistry(deps.store.redis, deps.store.keys.namespace),
+        service="runner",
     )
 
 

@@ -53,8 +53,15 @@ async def serving(app: Starlette, port: int) -> AsyncIterator[None]:
 
 @asynccontextmanager
 async def in_process_stack(
-    redis_url: str, database_url: str, keys: Keys, data_dir: str, **overrides: object
+    redis_url: str,
+    database_url: str,
+    keys: Keys,
+    data_dir: str,
+    runner_llm_url: str | None = None,
+    **overrides: object,
 ) -> AsyncIterator[InProcessStack]:
+    """`runner_llm_url` points the runner's chat model elsewhere than mockai (which the
+    ingestor still uses for embeddings)."""
     from openai import AsyncOpenAI
 
     mockai_port = free_port()
@@ -76,7 +83,9 @@ async def in_process_stack(
     engine = create_engine(settings.sqlalchemy_url)
     projector = Projector(redis, engine, keys)
     await create_schema(engine)
-    llm = AsyncOpenAI(base_url=settings.openai_base_url, api_key="test", max_retries=0)
+    llm = AsyncOpenAI(
+        base_url=runner_llm_url or settings.openai_base_url, api_key="test", max_retries=0
+    )
     stop = asyncio.Event()
     async with (
         serving(mockai_app(), mockai_port),

@@ -124,6 +124,7 @@ async def test_the_lock_layer_refuses_when_the_lock_was_taken_after_the_precheck
     stack: InProcessStack, keys: Keys
 ) -> None:
     from services.gateway.context import GatewayContext
+    from services.gateway.hub import EventHub
 
     task_id = await new_task(stack)
     locks = TaskLocks(stack.store.redis, keys)
@@ -138,6 +139,7 @@ async def test_the_lock_layer_refuses_when_the_lock_was_taken_after_the_precheck
         locks=locks,
         engine=engine,
         follower=stack.store,
+        hub=EventHub(stack.store),
     )
     try:
         outcome = await admit_run(ctx, task_id, "late-run")

@@ -1,0 +1,86 @@
+"""The worker registry: every consumer process heartbeats a small record, so `GET /api/jobs` can
+tell live workers from dead ones.
+
+One Redis hash per service kind, `{ns}:workers:{service}`, field = worker id (the consumer
+name), value = the JSON of a `WorkerInfo`. A record whose `seen_at` is older than
+`STALE_BEATS` times its own heartbeat interval is a dead worker's; each heartbeat prunes the records
+older than `PRUNE_BEATS` times the interval, and a clean shutdown removes its own record.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import cast
+
+import msgspec
+import redis.asyncio as aioredis
+
+__all__ = ["PRUNE_BEATS", "STALE_BEATS", "WorkerInfo", "WorkerRegistry", "workers_key"]
+
+STALE_BEATS = 3
+PRUNE_BEATS = 10
+
+
+class WorkerInfo(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    service: str
+    host: str
+    pid: int
+    started_at: float
+    current_entry: str | None = None
+    seen_at: float = 0.0
+    interval_s: float = 2.0  # the writer's heartbeat interval: readers judge staleness by it
+
+    def is_live(self, now: float) -> bool:
+        return now - self.seen_at <= STALE_BEATS * self.interval_s
+
+    def is_prunable(self, now: float) -> bool:
+        return now - self.seen_at > PRUNE_BEATS * self.interval_s
+
+
+def workers_key(namespace: str, service: str) -> str:
+    """Hash: worker id -> WorkerInfo JSON, for one service kind ("runner", "ingestor")."""
+    return f"{namespace}:workers:{service}"
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(WorkerInfo)
+
+
+class WorkerRegistry:
+    def __init__(self, redis: aioredis.Redis, namespace: str, interval_s: float = 2.0) -> None:
+        self.redis = redis
+        self.namespace = namespace
+        self.interval_s = interval_s
+
+    def key(self, service: str) -> str:
+        return workers_key(self.namespace, service)
+
+    async def heartbeat(self, info: WorkerInfo) -> WorkerInfo:
+        """Write `info` as seen now (with this registry's interval); prune long-dead records."""
+        now = time.time()
+        record = msgspec.structs.replace(info, seen_at=now, interval_s=self.interval_s)
+        key = self.key(info.service)
+        await self.redis.hset(key, info.id, _encoder.encode(record).decode())
+        dead = [w.id for w in await self.workers(info.service) if w.is_prunable(now)]
+        if dead:
+            await self.redis.hdel(key, *dead)
+        return record
+
+    async def workers(self, service: str) -> list[WorkerInfo]:
+        """Every record of `service`, live or not (undecodable ones are skipped)."""
+        raw = cast(dict[str, str], await self.redis.hgetall(self.key(service)))
+        found: list[WorkerInfo] = []
+        for value in raw.values():
+            try:
+                found.append(_decoder.decode(value))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+        return sorted(found, key=lambda w: (w.started_at, w.id))
+
+    async def live_workers(self, service: str, now: float | None = None) -> list[WorkerInfo]:
+        moment = time.time() if now is None else now
+        return [w for w in await self.workers(service) if w.is_live(moment)]
+
+    async def remove(self, worker: WorkerInfo) -> None:
+        await self.redis.hdel(self.key(worker.service), worker.id)

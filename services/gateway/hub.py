@@ -1,0 +1,105 @@
+"""One reader per gateway process for every SSE client: it follows all partition logs and fans
+each event out to the clients watching that task, so a thousand browsers cost one Redis read,
+not a thousand blocked connections.
+
+A client whose queue overflows (it reads too slowly) is dropped; its browser reconnects with
+Last-Event-ID and replays what it missed from the task's stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import cast
+
+import structlog
+
+from libs.events import EventStore, StoredEvent
+from libs.events.store import Entries
+
+__all__ = ["EventHub", "Subscription"]
+
+log = structlog.get_logger(__name__)
+
+QUEUE_LIMIT = 2000
+
+
+@dataclass(eq=False)
+class Subscription:
+    task_id: int
+    queue: asyncio.Queue[StoredEvent | None] = field(
+        default_factory=lambda: asyncio.Queue(QUEUE_LIMIT)
+    )
+    overflowed: bool = False
+
+
+class EventHub:
+    def __init__(self, store: EventStore, block_ms: int = 1000) -> None:
+        self.store = store
+        self.block_ms = block_ms
+        self._subscribers: dict[int, set[Subscription]] = defaultdict(set)
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    async def start(self) -> None:
+        logs = self.store.keys.partition_logs()
+        positions = {}
+        for log_key in logs:  # start from what exists now: clients replay older events
+            newest = cast(Entries, await self.store.redis.xrevrange(log_key, count=1))
+            positions[log_key] = newest[0][0] if newest else "0-0"
+        self._task = asyncio.create_task(self._run(logs, positions), name="sse-hub")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+        for subscriptions in self._subscribers.values():
+            for subscription in subscriptions:
+                with contextlib.suppress(asyncio.QueueFull):
+                    subscription.queue.put_nowait(None)
+
+    def subscribe(self, task_id: int) -> Subscription:
+        subscription = Subscription(task_id)
+        self._subscribers[task_id].add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        subscribers = self._subscribers.get(subscription.task_id)
+        if subscribers is not None:
+            subscribers.discard(subscription)
+            if not subscribers:
+                del self._subscribers[subscription.task_id]
+
+    @property
+    def clients(self) -> int:
+        return sum(len(s) for s in self._subscribers.values())
+
+    async def _run(self, logs: list[str], positions: dict[str, str]) -> None:
+        follow = self.store.follow(logs, positions, block_ms=self.block_ms)
+        while not self._stop.is_set():
+            try:
+                item = await anext(follow)
+            except Exception as exc:  # Redis restarting: keep the process serving, retry
+                log.warning("sse_hub.read_failed", error=str(exc))
+                await asyncio.sleep(1)
+                follow = self.store.follow(logs, positions, block_ms=self.block_ms)
+                continue
+            if item is None:
+                continue
+            log_key, stored = item
+            positions[log_key] = stored.entry_id
+            self._dispatch(stored)
+        await follow.aclose()
+
+    def _dispatch(self, stored: StoredEvent) -> None:
+        for subscription in list(self._subscribers.get(stored.event.task_id, ())):
+            try:
+                subscription.queue.put_nowait(stored)
+            except asyncio.QueueFull:
+                subscription.overflowed = True
+                self.unsubscribe(subscription)
+                with contextlib.suppress(asyncio.QueueFull):
+                    subscription.queue.get_nowait()
+                    subscription.queue.put_nowait(None)

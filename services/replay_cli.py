@@ -1,0 +1,533 @@
+"""`ragpoc events` and `ragpoc state`: replay the event log for debugging.
+
+- `ragpoc events TASK_ID` prints a task's stream, one line per event (or `--json` lines);
+  `--since`/`--until` bound it by entry id or time; `--follow` keeps tailing it.
+- `ragpoc events` (no task) prints every partition log merged in entry-id order;
+  `ragpoc events --follow` tails every task live.
+- `ragpoc state TASK_ID [--at ENTRY_ID]` folds the task's events through the same pure
+  projections as the projector and prints the task and its runs as they stood then.
+
+Only reads Redis; writes nothing. Output goes to stdout, errors to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import msgspec
+import redis.asyncio as aioredis
+
+from libs.common import Settings, SettingsError, load_settings
+from libs.events import (
+    AnyEvent,
+    EventDecodeError,
+    Keys,
+    LlmDelta,
+    connect_redis,
+    decode_event,
+    event_to_builtins,
+)
+from libs.events.store import Entries
+from libs.readmodels.projection import RunView, TaskView, project_run, project_task, summarize
+
+__all__ = ["build_events_parser", "build_state_parser", "main"]
+
+DEFAULT_LIMIT = 1000
+BLOCK_MS = 1000
+_ENTRY_ID = re.compile(r"^\d+(-\d+)?$")
+
+
+# ---------------------------------------------------------------- parsing of bounds
+
+
+def parse_bound(raw: str) -> str:
+    """An XRANGE bound from an entry id (`1700000000000-0`, or just ms) or an ISO-8601 time
+    (converted to ms; a time without a zone is UTC). Redis completes a bare ms as seq 0 for a
+    start and as the largest seq for an end, so both bounds are inclusive."""
+    text = raw.strip()
+    if _ENTRY_ID.match(text):
+        return text
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{raw!r} is neither an entry id (1700000000000-0, or ms) nor an ISO-8601 time"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return str(int(moment.timestamp() * 1000))
+
+
+def _task_id(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be a task id (a whole number)")
+    return value
+
+
+def _count(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be a whole number, 0 or more")
+    return value
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+# ---------------------------------------------------------------- parsers
+
+_BOUNDS_HELP = (
+    "bounds: an entry id (1700000000000-0), a bare ms timestamp (1700000000000) or an\n"
+    "ISO-8601 time (2026-11-27T11:55:00Z; UTC when no zone is given). Times are matched\n"
+    "against the entry ids (when Redis stored the event); both bounds are inclusive."
+)
+
+
+def build_events_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ragpoc events",
+        description=(
+            "Print a task's event log, one line per event: entry id, time, type, run id\n"
+            "(short) and a summary. Without TASK_ID, print every partition log merged in\n"
+            "entry-id order (the newest --limit events, or the first --limit after --since).\n"
+            "With --follow, keep printing new events until Ctrl-C."
+        ),
+        epilog=(
+            _BOUNDS_HELP + "\n\nexamples:\n"
+            "  ragpoc events 42\n"
+            "  ragpoc events 42 --json | jq .type\n"
+            "  ragpoc events 42 --since 2026-11-27T11:00:00Z --until 1764244800000\n"
+            "  ragpoc events 42 --follow\n"
+            "  ragpoc events --follow              # every task, live\n"
+            "  ragpoc events --since 1764244800000-0 --limit 50"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "task_id", nargs="?", type=_task_id, metavar="TASK_ID", help="the task (default: all)"
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--since", type=parse_bound, metavar="X", help="first entry id or time")
+    parser.add_argument("--until", type=parse_bound, metavar="X", help="last entry id or time")
+    parser.add_argument(
+        "--follow", "-f", action="store_true", help="after the history, tail new events live"
+    )
+    parser.add_argument(
+        "--limit",
+        type=_count,
+        metavar="N",
+        help=f"print at most N past events (default: all of a task's; {DEFAULT_LIMIT} across "
+        "all tasks); 0 with --follow prints only new events",
+    )
+    parser.add_argument(
+        "--max-events",
+        type=_count,
+        metavar="N",
+        help="with --follow: stop after printing N events in all, history included (for scripts)",
+    )
+    return parser
+
+
+def build_state_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ragpoc state",
+        description=(
+            "Print a task and its runs as the projection saw them after a given event (time\n"
+            "travel): the task's events up to and including --at are folded through the same\n"
+            "pure projections the projector uses. Without --at, the current state.\n"
+            "Exits with 1 if the task has no events (or did not exist yet at --at)."
+        ),
+        epilog=(
+            _BOUNDS_HELP + "\n\nexamples:\n"
+            "  ragpoc state 42\n"
+            "  ragpoc state 42 --at 1764244800123-0\n"
+            "  ragpoc state 42 --at 2026-11-27T11:55:00Z --json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("task_id", type=_task_id, metavar="TASK_ID", help="the task")
+    parser.add_argument(
+        "--at", type=parse_bound, metavar="X", help="last entry id or time to apply"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+# ---------------------------------------------------------------- rows and rendering
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One stream entry: its id, the task it belongs to and its event (None if undecodable)."""
+
+    entry_id: str
+    task_id: int
+    kind: str
+    event: AnyEvent | None
+    error: str = ""
+
+
+def decode_row(entry_id: str, fields: dict[str, str], task_id: int | None = None) -> Row:
+    kind = fields.get("type", "?")
+    task = task_id if task_id is not None else int(fields.get("task", "-1") or -1)
+    try:
+        event = decode_event(fields.get("data", ""))
+    except EventDecodeError as exc:
+        return Row(entry_id, task, kind, None, str(exc))
+    return Row(entry_id, event.task_id, kind, event)
+
+
+def iso(at: float | None) -> str:
+    if at is None:
+        return "-"
+    text = datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def describe(event: AnyEvent) -> str:
+    summary = summarize(event)
+    if summary is not None:
+        return summary
+    if isinstance(event, LlmDelta):
+        return f"delta #{event.index} {_quote(event.text)}"
+    return ""
+
+
+def _quote(text: str, width: int = 80) -> str:
+    shown = text if len(text) <= width else text[: width - 1] + "…"
+    return json.dumps(shown, ensure_ascii=False)
+
+
+def render_line(row: Row, *, with_task: bool) -> str:
+    task = f"task {row.task_id:<6} " if with_task else ""
+    if row.event is None:
+        return f"{row.entry_id}  {'?':<24}  {task}{row.kind:<15} {'-':<8}  undecodable: {row.error}"
+    event = row.event
+    run = event.run_id[:8] or "-"
+    return f"{row.entry_id}  {iso(event.at):<24}  {task}{row.kind:<15} {run:<8}  {describe(event)}"
+
+
+def render_json(row: Row) -> str:
+    if row.event is None:
+        body: dict[str, Any] = {"type": row.kind, "task_id": row.task_id, "error": row.error}
+    else:
+        body = event_to_builtins(row.event)
+    return json.dumps({"id": row.entry_id, **body}, ensure_ascii=False)
+
+
+class Printer:
+    """Prints rows in the chosen format and counts them (for --max-events)."""
+
+    def __init__(self, *, as_json: bool, with_task: bool, max_events: int | None) -> None:
+        self.as_json = as_json
+        self.with_task = with_task
+        self.max_events = max_events
+        self.printed = 0
+
+    @property
+    def done(self) -> bool:
+        return self.max_events is not None and self.printed >= self.max_events
+
+    def emit(self, row: Row) -> None:
+        if self.done:
+            return
+        line = render_json(row) if self.as_json else render_line(row, with_task=self.with_task)
+        print(line, flush=True)
+        self.printed += 1
+
+
+# ---------------------------------------------------------------- reading
+
+
+async def last_id(redis: aioredis.Redis, stream: str) -> str:
+    """The stream's newest entry id, or 0-0 when it is empty or missing."""
+    newest = cast(Entries, await redis.xrevrange(stream, "+", "-", count=1))
+    return newest[0][0] if newest else "0-0"
+
+
+def _upper(until: str | None, snapshot: str) -> str:
+    """The smaller of --until and the snapshot id (what follow starts after)."""
+    if until is None or _id_key(until) > _id_key(snapshot):
+        return snapshot
+    return until
+
+
+async def read_range(
+    redis: aioredis.Redis,
+    stream: str,
+    low: str,
+    high: str,
+    *,
+    limit: int | None,
+    newest: bool,
+    task_id: int | None = None,
+) -> list[Row]:
+    """Entries between `low` and `high` (inclusive), oldest first; with a limit, the first
+    `limit` of them, or the last `limit` when `newest`."""
+    if limit == 0:
+        return []
+    if newest:
+        reply = await redis.xrevrange(stream, high, low, count=limit)
+        entries = list(reversed(cast(Entries, reply)))
+    else:
+        entries = cast(Entries, await redis.xrange(stream, low, high, count=limit))
+    return [decode_row(entry_id, fields, task_id) for entry_id, fields in entries]
+
+
+async def read_partitions(
+    redis: aioredis.Redis,
+    streams: Sequence[str],
+    low: str,
+    highs: dict[str, str],
+    *,
+    limit: int,
+    newest: bool,
+) -> list[Row]:
+    """Every partition log's entries in [low, high], merged by entry id, at most `limit`."""
+    rows: list[Row] = []
+    for stream in streams:
+        rows += await read_range(redis, stream, low, highs[stream], limit=limit, newest=newest)
+    rows.sort(key=lambda row: _id_key(row.entry_id))
+    return rows[-limit:] if newest and limit else rows[:limit]
+
+
+async def tail(
+    redis: aioredis.Redis,
+    positions: dict[str, str],
+    printer: Printer,
+    *,
+    task_id: int | None,
+    since: str | None,
+) -> None:
+    """Print entries as they arrive after `positions` until --max-events (or forever)."""
+    while not printer.done:
+        reply = await redis.xread(positions, count=100, block=BLOCK_MS)  # type: ignore[arg-type]
+        for stream, entries in cast(list[tuple[str, Entries]], reply or []):
+            for entry_id, fields in entries:
+                positions[stream] = entry_id
+                if since is None or _id_key(entry_id) >= _id_key(since):
+                    printer.emit(decode_row(entry_id, fields, task_id))
+
+
+# ---------------------------------------------------------------- commands
+
+
+async def run_events(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -> int:
+    with_task = args.task_id is None
+    printer = Printer(as_json=args.json, with_task=with_task, max_events=args.max_events)
+    if args.task_id is not None:
+        streams = [keys.task_events(args.task_id)]
+        if not args.follow and not await redis.exists(streams[0]):
+            print(f"ragpoc events: task {args.task_id} has no events", file=sys.stderr)
+            return 1
+    else:
+        streams = keys.partition_logs()
+    snapshot = {stream: await last_id(redis, stream) for stream in streams}
+    for row in await _history(redis, streams, snapshot, args):
+        printer.emit(row)
+    if args.follow:
+        await tail(redis, dict(snapshot), printer, task_id=args.task_id, since=args.since)
+    return 0
+
+
+async def _history(
+    redis: aioredis.Redis, streams: list[str], snapshot: dict[str, str], args: argparse.Namespace
+) -> list[Row]:
+    low = args.since or "-"
+    highs = {stream: _upper(args.until, snapshot[stream]) for stream in streams}
+    if args.task_id is not None:
+        stream = streams[0]
+        if snapshot[stream] == "0-0":
+            return []
+        return await read_range(
+            redis,
+            stream,
+            low,
+            highs[stream],
+            limit=args.limit,
+            newest=False,
+            task_id=args.task_id,
+        )
+    live = [stream for stream in streams if snapshot[stream] != "0-0"]
+    limit = DEFAULT_LIMIT if args.limit is None else args.limit
+    newest = args.since is None
+    return await read_partitions(redis, live, low, highs, limit=limit, newest=newest)
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    task: TaskView | None
+    runs: dict[str, RunView]
+    events: int
+    last_entry: str
+
+
+def fold(rows: Sequence[Row]) -> Folded:
+    """The task and its runs after applying `rows` in order, as the projector would."""
+    task: TaskView | None = None
+    runs: dict[str, RunView] = {}
+    for row in rows:
+        event = row.event
+        if event is None:
+            continue
+        task = project_task(task, event)
+        if event.run_id:
+            run = project_run(runs.get(event.run_id), event)
+            if run is not None:
+                runs[event.run_id] = run
+    last = rows[-1].entry_id if rows else ""
+    return Folded(task=task, runs=runs, events=len(rows), last_entry=last)
+
+
+def render_state(folded: Folded, total: int) -> list[str]:
+    task = folded.task
+    assert task is not None
+    lines = [
+        f"task {task.id}: {task.title}",
+        f"  status:      {task.status}",
+        f"  created:     {iso(task.created_at)}",
+        f"  updated:     {iso(task.updated_at)}",
+        f"  runs:        {task.runs}" + (f" (last {task.last_run_id[:8]})" if task.runs else ""),
+    ]
+    if task.description:
+        lines.append(f"  description: {_quote(task.description, 200)}")
+    if task.last_answer:
+        lines.append(f"  last answer: {_quote(task.last_answer, 200)}")
+    if task.last_error:
+        lines.append(f"  last error:  {_quote(task.last_error, 200)}")
+    lines.append(f"as of entry {folded.last_entry} ({folded.events} of {total} events)")
+    lines += [render_run(run) for run in folded.runs.values()]
+    return lines
+
+
+def render_run(run: RunView) -> str:
+    text = (
+        f"run {run.run_id[:8]}  {run.status:<10} fence {run.fence}  requested "
+        f"{iso(run.requested_at)}  started {iso(run.started_at)}  finished {iso(run.finished_at)}"
+    )
+    if run.query:
+        text += f"\n  query:  {_quote(run.query, 200)}"
+    if run.answer:
+        text += f"\n  answer: {_quote(run.answer, 200)}"
+    if run.error:
+        text += f"\n  error:  {_quote(run.error, 200)}"
+    return text
+
+
+def state_json(folded: Folded, total: int) -> str:
+    body = {
+        "at": folded.last_entry,
+        "events": folded.events,
+        "total_events": total,
+        "task": msgspec.to_builtins(folded.task),
+        "runs": [msgspec.to_builtins(run) for run in folded.runs.values()],
+    }
+    return json.dumps(body, ensure_ascii=False)
+
+
+async def run_state(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -> int:
+    stream = keys.task_events(args.task_id)
+    rows = await read_range(redis, stream, "-", "+", limit=None, newest=False, task_id=args.task_id)
+    if not rows:
+        print(f"ragpoc state: task {args.task_id} has no events", file=sys.stderr)
+        return 1
+    upto = rows if args.at is None else [r for r in rows if _within(r.entry_id, args.at)]
+    folded = fold(upto)
+    if folded.task is None:
+        where = f" at {args.at}" if args.at is not None else ""
+        print(f"ragpoc state: task {args.task_id} did not exist{where}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(state_json(folded, len(rows)))
+    else:
+        print("\n".join(render_state(folded, len(rows))))
+    return 0
+
+
+def _within(entry_id: str, at: str) -> bool:
+    """Whether `entry_id` is at or before `at` (a bare ms covers every seq of that ms)."""
+    if "-" in at:
+        return _id_key(entry_id) <= _id_key(at)
+    return _id_key(entry_id)[0] <= int(at)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def _settings(command: str) -> Settings | None:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"ragpoc {command}: {exc}", file=sys.stderr)
+        return None
+    if not settings.redis_url:
+        print(
+            f"ragpoc {command}: REDIS_URL is not set. Point it at the stack's Redis/Valkey "
+            "(e.g. redis://127.0.0.1:6379/0; `ragpoc up` prints the one it started).",
+            file=sys.stderr,
+        )
+        return None
+    return settings
+
+
+async def _run(settings: Settings, command: str, args: argparse.Namespace) -> int:
+    keys = Keys(namespace=settings.namespace, partitions=settings.partitions)
+    redis = connect_redis(settings.redis_url, max_connections=4, socket_timeout=BLOCK_MS / 1000 + 5)
+    try:
+        if command == "events":
+            return await run_events(redis, keys, args)
+        return await run_state(redis, keys, args)
+    finally:
+        await redis.aclose()
+
+
+def main(argv: list[str]) -> int:
+    """`argv[0]` is "events" or "state"; the rest are that command's arguments."""
+    command, rest = (argv[0], argv[1:]) if argv else ("", [])
+    parsers = {"events": build_events_parser, "state": build_state_parser}
+    if command not in parsers:
+        print("usage: ragpoc {events,state} ... (see --help of each)", file=sys.stderr)
+        return 2
+    parser = parsers[command]()
+    args = parser.parse_args(rest)
+    if command == "events" and args.follow and args.until is not None:
+        parser.error("--until cannot be combined with --follow")
+    if command == "events" and args.max_events is not None and not args.follow:
+        parser.error("--max-events only applies with --follow (use --limit)")
+    settings = _settings(command)
+    if settings is None:
+        return 2
+    try:
+        return asyncio.run(_run(settings, command, args))
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # `ragpoc events ... | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except aioredis.ConnectionError as exc:
+        print(
+            f"ragpoc {command}: cannot reach Redis at {settings.redis_url}: {exc}", file=sys.stderr
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

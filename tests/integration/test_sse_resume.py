@@ -1,0 +1,102 @@
+"""SSE resume: a client that disconnects after k events and reconnects with Last-Event-ID gets
+exactly the events after k, none twice, none missing; also after Redis trimmed the stream (the
+rest comes from the SQL archive); many clients share one reader per gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from libs.events import Keys
+from tests.integration.inprocess import InProcessStack, in_process_stack
+
+
+@pytest.fixture
+async def stack(redis_url: str, keys: Keys, tmp_path: Path) -> AsyncIterator[InProcessStack]:
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    async with in_process_stack(redis_url, database_url, keys, str(tmp_path)) as running:
+        yield running
+
+
+async def read_events(
+    client: httpx.AsyncClient, task_id: int, *, count: int | None = None, last_id: str = ""
+) -> list[tuple[str, str]]:
+    """(id, type) of the frames received, until `count` frames or run.completed."""
+    headers = {"Last-Event-ID": last_id} if last_id else {}
+    frames: list[tuple[str, str]] = []
+    current: dict[str, str] = {}
+    async with client.stream("GET", f"/events/tasks/{task_id}", headers=headers) as response:
+        async for line in response.aiter_lines():
+            if line:
+                field, _, value = line.partition(": ")
+                current[field] = value
+                continue
+            if "event" in current:
+                frames.append((current["id"], current["event"]))
+                json.loads(current["data"])
+                if len(frames) == count or current["event"] == "lock.released":
+                    return frames
+            current = {}
+    return frames
+
+
+async def blocked_readers(stack: InProcessStack) -> int:
+    """Connections blocked in XREAD/XREADGROUP right now (the hub, projector, consumers)."""
+    clients = await stack.store.redis.client_list()
+    return sum(
+        1 for c in clients if "b" in c.get("flags", "") and c.get("cmd", "").startswith("xread")
+    )
+
+
+async def finished_task(stack: InProcessStack) -> int:
+    task = (await stack.client.post("/api/tasks", json={"title": "Why is the sky blue?"})).json()
+    reply = await stack.client.post("/run-agents", params={"wait": 20}, json={"id": task["id"]})
+    assert reply.json()["status"] == "done"
+    return int(task["id"])
+
+
+async def test_a_reconnect_with_last_event_id_gets_exactly_the_rest(stack: InProcessStack) -> None:
+    task_id = await finished_task(stack)
+    everything = await read_events(stack.client, task_id)
+    assert everything[-1][1] == "lock.released"
+    for k in (1, 3, len(everything) - 1):
+        first = await read_events(stack.client, task_id, count=k)
+        rest = await read_events(stack.client, task_id, last_id=first[-1][0])
+        assert first + rest == everything
+
+
+async def test_after_redis_trimmed_the_stream_the_rest_comes_from_the_archive(
+    stack: InProcessStack, keys: Keys
+) -> None:
+    task_id = await finished_task(stack)
+    everything = await read_events(stack.client, task_id)
+    for _ in range(100):  # the archive is written by the projector, just behind the stream
+        archived = (await stack.client.get(f"/api/tasks/{task_id}")).json()
+        if archived["status"] == "done":
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    await stack.store.redis.xtrim(keys.task_events(task_id), maxlen=2, approximate=False)
+
+    assert await read_events(stack.client, task_id, last_id="0-0") == everything
+    rest = await read_events(stack.client, task_id, last_id=everything[2][0])
+    assert rest == everything[3:]
+
+
+async def test_live_events_reach_many_clients_through_one_reader(stack: InProcessStack) -> None:
+    task = (await stack.client.post("/api/tasks", json={"title": "Why is the sky blue?"})).json()
+    blocked_before = await blocked_readers(stack)
+    readers = [asyncio.create_task(read_events(stack.client, task["id"])) for _ in range(50)]
+    await asyncio.sleep(0.5)  # every client is connected and following
+    blocked_following = await blocked_readers(stack)
+    await stack.client.post("/run-agents", json={"id": task["id"]})
+    results = await asyncio.wait_for(asyncio.gather(*readers), timeout=30)
+    assert all(frames == results[0] for frames in results)
+    assert [t for _, t in results[0]][-2:] == ["run.completed", "lock.released"]
+    # 50 followers did not add 50 blocked Redis readers: the process's one hub reads for all
+    assert blocked_following - blocked_before <= 1
