@@ -30,6 +30,7 @@ from services.gateway.locks_api import read_task_locks
 from services.gateway.metrics import metrics_endpoint
 from services.gateway.runs_api import run_agents
 from services.gateway.sse import task_events
+from services.gateway.sse_all import all_events
 from services.gateway.tasks_api import create_task, list_all_tasks, read_task, read_task_activity
 
 __all__ = ["create_app"]
@@ -86,6 +87,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/api/search", search, methods=["POST"]),
         Route("/api/jobs", jobs, methods=["GET"]),
         Route("/events/tasks/{task_id}", task_events),
+        Route("/events", all_events),
     ]
     return Starlette(
         routes=routes,

@@ -19,11 +19,12 @@ import structlog
 from libs.events import EventStore, StoredEvent
 from libs.events.store import Entries
 
-__all__ = ["EventHub", "Subscription"]
+__all__ = ["ALL_TASKS", "EventHub", "Subscription"]
 
 log = structlog.get_logger(__name__)
 
 QUEUE_LIMIT = 2000
+ALL_TASKS = -1  # subscribe(ALL_TASKS): every event of every task (GET /events)
 
 
 @dataclass(eq=False)
@@ -94,7 +95,11 @@ class EventHub:
         await follow.aclose()
 
     def _dispatch(self, stored: StoredEvent) -> None:
-        for subscription in list(self._subscribers.get(stored.event.task_id, ())):
+        watchers = [
+            *self._subscribers.get(stored.event.task_id, ()),
+            *self._subscribers.get(ALL_TASKS, ()),
+        ]
+        for subscription in watchers:
             try:
                 subscription.queue.put_nowait(stored)
             except asyncio.QueueFull:

@@ -100,3 +100,70 @@ async def test_live_events_reach_many_clients_through_one_reader(stack: InProces
     assert [t for _, t in results[0]][-2:] == ["run.completed", "lock.released"]
     # 50 followers did not add 50 blocked Redis readers: the process's one hub reads for all
     assert blocked_following - blocked_before <= 1
+
+
+async def read_all_feed(
+    client: httpx.AsyncClient, *, stop_after: int, last_id: str = "", query: str = ""
+) -> list[tuple[str, str]]:
+    """(id, type) frames of GET /events until `stop_after` frames."""
+    headers = {"Last-Event-ID": last_id} if last_id else {}
+    frames: list[tuple[str, str]] = []
+    current: dict[str, str] = {}
+    async with client.stream("GET", f"/events{query}", headers=headers) as response:
+        async for line in response.aiter_lines():
+            if line:
+                field, _, value = line.partition(": ")
+                current[field] = value
+                continue
+            if "event" in current:
+                frames.append((current["id"], current["event"]))
+                if len(frames) == stop_after:
+                    return frames
+            current = {}
+    return frames
+
+
+async def test_the_all_tasks_feed_resumes_per_partition(stack: InProcessStack) -> None:
+    first, second = await finished_task(stack), await finished_task(stack)
+    assert first % stack.settings.partitions != second % stack.settings.partitions
+    total = len(await stack.store.task_events(first)) + len(await stack.store.task_events(second))
+
+    everything = await read_all_feed(stack.client, stop_after=total, query="?from=start")
+    assert [t for _, t in everything].count("lock.released") == 2
+    for k in (1, total // 2, total - 1):
+        head = await read_all_feed(stack.client, stop_after=k, query="?from=start")
+        rest = await read_all_feed(stack.client, stop_after=total - k, last_id=head[-1][0])
+        assert [t for _, t in head + rest] == [t for _, t in everything]
+        assert head + rest == everything
+
+
+async def test_the_all_tasks_feed_starts_live_without_a_position(stack: InProcessStack) -> None:
+    await finished_task(stack)
+    live = asyncio.create_task(read_all_feed(stack.client, stop_after=1))
+    await asyncio.sleep(0.5)
+    await stack.client.post("/api/tasks", json={"title": "new"})
+    [(_, event_type)] = await asyncio.wait_for(live, timeout=10)
+    assert event_type == "task.created"
+    bad = await stack.client.get("/events", headers={"Last-Event-ID": "garbage"})
+    assert bad.status_code == 422
+
+
+async def test_a_client_resumes_on_another_gateway_after_a_restart(
+    stack: InProcessStack,
+) -> None:
+    from msgspec.structs import replace
+
+    from services.gateway.app import create_app
+    from tests.conftest import free_port
+    from tests.integration.inprocess import serving
+
+    task_id = await finished_task(stack)
+    everything = await read_events(stack.client, task_id)
+    head = await read_events(stack.client, task_id, count=4)
+    other = replace(stack.settings, gateway_port=free_port())  # a fresh gateway process' state
+    async with (
+        serving(create_app(other), other.gateway_port),
+        httpx.AsyncClient(base_url=other.gateway_url, timeout=10) as client,
+    ):
+        rest = await read_events(client, task_id, last_id=head[-1][0])
+    assert head + rest == everything
