@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import cast
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 
 from libs.events.codec import AnyEvent, decode_event, encode
 from libs.events.names import Keys
@@ -105,37 +106,30 @@ class EventStore:
         self._append_outcome = redis.register_script(_APPEND_OUTCOME)
 
     async def append(self, event: AnyEvent, *, lock_token: str | None = None) -> Appended:
-        """Append `event` to its task's stream and partition log in one step."""
-        task_id = event.task_id
-        partition = self.keys.partition_of(task_id)
-        keys = [self.keys.task_events(task_id), self.keys.partition_log(partition)]
-        args: list[str | int] = [type(event).__struct_config__.tag or "", encode(event).decode()]
-        args.append(task_id)
-        if lock_token is not None:
-            keys.append(self.keys.task_lock(task_id))
-            args.append(lock_token)
-        try:
-            stream_id, log_id = await self._append(keys=keys, args=args)
-        except aioredis.ResponseError as exc:
-            if "LOCKLOST" in str(exc):
-                raise LockNotHeld(str(exc)) from exc
-            raise
-        return Appended(stream_id=stream_id, log_id=log_id, partition=partition)
+        """Append `event` to its task's stream and partition log in one step; with a lock
+        token, only while that token still holds the task's lock."""
+        extra_keys = [] if lock_token is None else [self.keys.task_lock(event.task_id)]
+        extra_args = [] if lock_token is None else [lock_token]
+        return await self._run_append(self._append, event, extra_keys, extra_args)
 
     async def append_outcome(self, event: AnyEvent, *, lock_token: str) -> Appended:
         """Append a run's terminal event under its lock and mark the run as ended."""
+        extra_keys = [
+            self.keys.task_lock(event.task_id),
+            self.keys.run_outcome(event.task_id, event.run_id),
+        ]
+        return await self._run_append(self._append_outcome, event, extra_keys, [lock_token])
+
+    async def _run_append(
+        self, script: AsyncScript, event: AnyEvent, extra_keys: list[str], extra_args: list[str]
+    ) -> Appended:
         task_id = event.task_id
         partition = self.keys.partition_of(task_id)
-        keys = [
-            self.keys.task_events(task_id),
-            self.keys.partition_log(partition),
-            self.keys.task_lock(task_id),
-            self.keys.run_outcome(task_id, event.run_id),
-        ]
+        keys = [self.keys.task_events(task_id), self.keys.partition_log(partition), *extra_keys]
         tag = type(event).__struct_config__.tag or ""
-        args: list[str | int] = [tag, encode(event).decode(), task_id, lock_token]
+        args: list[str | int] = [tag, encode(event).decode(), task_id, *extra_args]
         try:
-            stream_id, log_id = await self._append_outcome(keys=keys, args=args)
+            stream_id, log_id = await script(keys=keys, args=args)
         except aioredis.ResponseError as exc:
             if "LOCKLOST" in str(exc):
                 raise LockNotHeld(str(exc)) from exc

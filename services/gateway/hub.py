@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -19,7 +20,7 @@ import structlog
 from libs.events import EventStore, StoredEvent
 from libs.events.store import Entries
 
-__all__ = ["ALL_TASKS", "EventHub", "Subscription"]
+__all__ = ["ALL_TASKS", "HEARTBEAT", "EventHub", "Subscription", "live_events"]
 
 log = structlog.get_logger(__name__)
 
@@ -34,6 +35,25 @@ class Subscription:
         default_factory=lambda: asyncio.Queue(QUEUE_LIMIT)
     )
     overflowed: bool = False
+
+
+HEARTBEAT = None  # what `live_events` yields after a quiet interval
+
+
+async def live_events(
+    subscription: Subscription, heartbeat_s: float
+) -> AsyncIterator[StoredEvent | None]:
+    """A subscription's events as they arrive, and HEARTBEAT (None) after each `heartbeat_s` of
+    silence; ends when the hub stops or drops this client for falling too far behind."""
+    while True:
+        try:
+            live = await asyncio.wait_for(subscription.queue.get(), heartbeat_s)
+        except TimeoutError:
+            yield HEARTBEAT
+            continue
+        if live is None:
+            return
+        yield live
 
 
 class EventHub:

@@ -6,7 +6,6 @@ reconnects with `Last-Event-ID` (or `?last_event_id=`) gets only what came after
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 
@@ -17,6 +16,7 @@ from libs.events import StoredEvent, encode
 from libs.readmodels import archived_task_events, get_task, is_after
 from services.gateway.context import GatewayContext, context_of
 from services.gateway.errors import ApiError
+from services.gateway.hub import live_events
 from services.gateway.tasks_api import path_task_id
 
 __all__ = ["task_events"]
@@ -60,17 +60,10 @@ async def event_frames(ctx: GatewayContext, task_id: int, after: str) -> AsyncIt
         for stored in await history(ctx, task_id, after):
             after = stored.stream_id
             yield sse_frame(stored)
-        while True:
-            try:
-                live = await asyncio.wait_for(
-                    subscription.queue.get(), ctx.settings.sse_heartbeat_s
-                )
-            except TimeoutError:
+        async for live in live_events(subscription, ctx.settings.sse_heartbeat_s):
+            if live is None:
                 yield ": heartbeat\n\n"
-                continue
-            if live is None:  # the gateway is stopping, or this client fell too far behind
-                return
-            if is_after(live.stream_id, after):
+            elif is_after(live.stream_id, after):
                 after = live.stream_id
                 yield sse_frame(live)
     finally:

@@ -9,7 +9,6 @@ without one starts at the live tail; `?from=start` replays the whole log first.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import cast
@@ -22,7 +21,7 @@ from libs.events.store import Entries
 from libs.readmodels import is_after
 from services.gateway.context import GatewayContext, context_of
 from services.gateway.errors import ApiError
-from services.gateway.hub import ALL_TASKS
+from services.gateway.hub import ALL_TASKS, live_events
 from services.gateway.sse import RETRY_MS
 
 __all__ = ["all_events", "format_position", "parse_position"]
@@ -83,16 +82,10 @@ async def _frames(ctx: GatewayContext, position: dict[int, str]) -> AsyncIterato
         for partition, stored in await _replay(ctx, position):
             position[partition] = stored.entry_id
             yield _frame(position, stored)
-        while True:
-            try:
-                live = await asyncio.wait_for(
-                    subscription.queue.get(), ctx.settings.sse_heartbeat_s
-                )
-            except TimeoutError:
+        async for live in live_events(subscription, ctx.settings.sse_heartbeat_s):
+            if live is None:
                 yield ": heartbeat\n\n"
                 continue
-            if live is None:
-                return
             partition = ctx.keys.partition_of(live.event.task_id)
             if is_after(live.entry_id, position[partition]):
                 position[partition] = live.entry_id

@@ -103,13 +103,21 @@ async def test_live_events_reach_many_clients_through_one_reader(stack: InProces
 
 
 async def read_all_feed(
-    client: httpx.AsyncClient, *, stop_after: int, last_id: str = "", query: str = ""
+    client: httpx.AsyncClient,
+    *,
+    stop_after: int,
+    last_id: str = "",
+    query: str = "",
+    connected: asyncio.Event | None = None,
 ) -> list[tuple[str, str]]:
-    """(id, type) frames of GET /events until `stop_after` frames."""
+    """(id, type) frames of GET /events until `stop_after` frames; `connected` is set once the
+    response has started (the feed's starting position is fixed by then)."""
     headers = {"Last-Event-ID": last_id} if last_id else {}
     frames: list[tuple[str, str]] = []
     current: dict[str, str] = {}
     async with client.stream("GET", f"/events{query}", headers=headers) as response:
+        if connected is not None:
+            connected.set()
         async for line in response.aiter_lines():
             if line:
                 field, _, value = line.partition(": ")
@@ -139,8 +147,9 @@ async def test_the_all_tasks_feed_resumes_per_partition(stack: InProcessStack) -
 
 async def test_the_all_tasks_feed_starts_live_without_a_position(stack: InProcessStack) -> None:
     await finished_task(stack)
-    live = asyncio.create_task(read_all_feed(stack.client, stop_after=1))
-    await asyncio.sleep(0.5)
+    connected = asyncio.Event()
+    live = asyncio.create_task(read_all_feed(stack.client, stop_after=1, connected=connected))
+    await asyncio.wait_for(connected.wait(), timeout=10)
     await stack.client.post("/api/tasks", json={"title": "new"})
     [(_, event_type)] = await asyncio.wait_for(live, timeout=10)
     assert event_type == "task.created"
