@@ -54,7 +54,9 @@ def artifacts() -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in this thread
+# while it is open, which would break every asyncio test collected after the UI tests.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not (Path(CHROMIUM).exists() and os.access(CHROMIUM, os.X_OK)):
         unavailable(f"{CHROMIUM} is missing: apt-get install -y chromium")
@@ -68,7 +70,7 @@ def browser() -> Iterator[Any]:
         browser.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`ragpoc up` on free ports with its own Valkey and data folder; yields the gateway URL."""
     data = tmp_path_factory.mktemp("ui-stack")
