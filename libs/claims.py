@@ -9,6 +9,7 @@ stored fence with the writer's own, so a run that lost its lock cannot change th
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import msgspec
 import sqlalchemy as sa
@@ -80,56 +81,46 @@ async def claim_task(
     return True
 
 
+async def _update_one(
+    engine: AsyncEngine, task_id: int, conditions: list[Any], **values: object
+) -> bool:
+    """One conditional UPDATE of the task's claim; True when it matched (and changed) the row."""
+    async with engine.begin() as conn:
+        updated = await conn.execute(
+            run_claims.update()
+            .where(run_claims.c.task_id == task_id, *conditions)
+            .values(**values, updated_at=time.time())
+        )
+        return updated.rowcount == 1
+
+
 async def start_claim(
     engine: AsyncEngine, task_id: int, run_id: str, fence: int, expires_at: float
 ) -> bool:
     """The runner's start: the claim must still be this run's, at this fence or an older one
     (a lapsed lease re-acquired under a new fence)."""
-    async with engine.begin() as conn:
-        updated = await conn.execute(
-            run_claims.update()
-            .where(run_claims.c.task_id == task_id)
-            .where(run_claims.c.run_id == run_id)
-            .where(run_claims.c.fence <= fence)
-            .where(run_claims.c.state.in_(LIVE_STATES))
-            .values(state="running", fence=fence, expires_at=expires_at, updated_at=time.time())
-        )
-        return updated.rowcount == 1
+    conditions = [
+        run_claims.c.run_id == run_id,
+        run_claims.c.fence <= fence,
+        run_claims.c.state.in_(LIVE_STATES),
+    ]
+    return await _update_one(
+        engine, task_id, conditions, state="running", fence=fence, expires_at=expires_at
+    )
 
 
 async def refresh_claim(engine: AsyncEngine, task_id: int, fence: int, expires_at: float) -> bool:
-    async with engine.begin() as conn:
-        updated = await conn.execute(
-            run_claims.update()
-            .where(run_claims.c.task_id == task_id)
-            .where(run_claims.c.fence == fence)
-            .where(run_claims.c.state == "running")
-            .values(expires_at=expires_at, updated_at=time.time())
-        )
-        return updated.rowcount == 1
+    conditions = [run_claims.c.fence == fence, run_claims.c.state == "running"]
+    return await _update_one(engine, task_id, conditions, expires_at=expires_at)
 
 
 async def finish_claim(engine: AsyncEngine, task_id: int, fence: int, state: str) -> bool:
     """Fenced: only the run holding the stored fence may finish the claim."""
-    async with engine.begin() as conn:
-        updated = await conn.execute(
-            run_claims.update()
-            .where(run_claims.c.task_id == task_id)
-            .where(run_claims.c.fence == fence)
-            .where(run_claims.c.state.in_(LIVE_STATES))
-            .values(state=state, updated_at=time.time())
-        )
-        return updated.rowcount == 1
+    conditions = [run_claims.c.fence == fence, run_claims.c.state.in_(LIVE_STATES)]
+    return await _update_one(engine, task_id, conditions, state=state)
 
 
 async def fail_claim_of_run(engine: AsyncEngine, task_id: int, run_id: str) -> bool:
     """For a dead-lettered command: its run will never finish, whatever fence it reached."""
-    async with engine.begin() as conn:
-        updated = await conn.execute(
-            run_claims.update()
-            .where(run_claims.c.task_id == task_id)
-            .where(run_claims.c.run_id == run_id)
-            .where(run_claims.c.state.in_(LIVE_STATES))
-            .values(state="failed", updated_at=time.time())
-        )
-        return updated.rowcount == 1
+    conditions = [run_claims.c.run_id == run_id, run_claims.c.state.in_(LIVE_STATES)]
+    return await _update_one(engine, task_id, conditions, state="failed")
