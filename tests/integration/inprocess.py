@@ -33,6 +33,17 @@ class InProcessStack:
     client: httpx.AsyncClient
     store: EventStore
 
+    async def wait_for_event(self, task_id: int, event_type: str) -> None:
+        """Until the task's stream holds an `event_type` event (10 s at most). A run's
+        `lock.released` comes just after `run.completed`, so a finished status does not yet
+        mean a complete stream."""
+        for _ in range(500):
+            events = await self.store.task_events(task_id)
+            if any(type(e.event).__struct_config__.tag == event_type for e in events):
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no {event_type} on task {task_id}'s stream")
+
 
 @asynccontextmanager
 async def serving(app: Starlette, port: int) -> AsyncIterator[None]:

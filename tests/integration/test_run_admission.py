@@ -3,7 +3,6 @@ Redis/Valkey and SQLite/PostgreSQL: what a refused client is told, what is recor
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,15 +30,6 @@ async def stack(
 async def new_task(stack: InProcessStack) -> int:
     reply = await stack.client.post("/api/tasks", json={"title": "Why is the sky blue?"})
     return int(reply.json()["id"])
-
-
-async def wait_for(stack: InProcessStack, task_id: int, event_type: str) -> None:
-    for _ in range(400):
-        events = await stack.store.task_events(task_id)
-        if any(type(e.event).__struct_config__.tag == event_type for e in events):
-            return
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"no {event_type} for task {task_id}")
 
 
 async def test_a_second_request_while_a_run_holds_the_task_gets_409_naming_the_holder(
@@ -81,7 +71,7 @@ async def test_a_finished_run_releases_the_lock_and_the_next_run_gets_a_larger_f
 ) -> None:
     task_id = await new_task(stack)
     first = (await stack.client.post("/run-agents", json={"id": task_id})).json()
-    await wait_for(stack, task_id, "lock.released")
+    await stack.wait_for_event(task_id, "lock.released")
     second = await stack.client.post("/run-agents", json={"id": task_id})
     assert second.status_code == 202
     assert second.json()["fence"] == first["fence"] + 1
@@ -156,7 +146,7 @@ async def test_metrics_count_requests_acceptances_refusals_by_layer_and_outcomes
     await stack.client.post("/run-agents", json={"id": task_id, "hold_seconds": 0.5})
     refused = await stack.client.post("/run-agents", json={"id": task_id})
     assert refused.status_code == 409
-    await wait_for(stack, task_id, "lock.released")
+    await stack.wait_for_event(task_id, "lock.released")
     metrics = (await stack.client.get("/metrics")).text
     assert 'ragpoc_runs_rejected_total{layer="precheck"}' in metrics
     assert "ragpoc_runs_accepted_total" in metrics

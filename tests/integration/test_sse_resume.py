@@ -57,6 +57,7 @@ async def finished_task(stack: InProcessStack) -> int:
     task = (await stack.client.post("/api/tasks", json={"title": "Why is the sky blue?"})).json()
     reply = await stack.client.post("/run-agents", params={"wait": 20}, json={"id": task["id"]})
     assert reply.json()["status"] == "done"
+    await stack.wait_for_event(task["id"], "lock.released")
     return int(task["id"])
 
 
