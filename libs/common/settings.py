@@ -51,6 +51,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     consumer_max_deliveries: int = 5
     max_body_bytes: int = 1_048_576
     sse_heartbeat_s: float = 15.0
+    idempotency_ttl_s: int = 86_400
+    stream_retention_s: float = 86_400.0
+    trim_interval_s: float = 60.0
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -124,6 +127,18 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "RAGPOC_SSE_HEARTBEAT_S": (
         "sse_heartbeat_s",
         "seconds of silence after which an SSE stream sends a heartbeat comment",
+    ),
+    "RAGPOC_IDEMPOTENCY_TTL_S": (
+        "idempotency_ttl_s",
+        "how long a POST /run-agents Idempotency-Key is remembered",
+    ),
+    "RAGPOC_STREAM_RETENTION_S": (
+        "stream_retention_s",
+        "Redis streams keep entries this long, and never trim what is unarchived or pending",
+    ),
+    "RAGPOC_TRIM_INTERVAL_S": (
+        "trim_interval_s",
+        "how often the projector trims the Redis streams (0: never)",
     ),
 }
 

@@ -72,6 +72,10 @@ class Keys:
         """Set with a run's terminal event, in the same step: "this run has ended"."""
         return f"{self._tag(self.partition_of(task_id))}:task:{task_id}:run:{run_id}:outcome"
 
+    def idempotency(self, task_id: int, key_digest: str) -> str:
+        """A POST /run-agents Idempotency-Key for this task -> the run it started."""
+        return f"{self._tag(self.partition_of(task_id))}:task:{task_id}:idem:{key_digest}"
+
     # per-partition keys
     def partition_log(self, partition: int) -> str:
         return f"{self._tag(partition)}:events"

@@ -18,6 +18,7 @@ from services.gateway.context import context_of
 __all__ = [
     "RUNS_ACCEPTED",
     "RUNS_REJECTED",
+    "RUNS_REPLAYED",
     "RUNS_REQUESTED",
     "TASKS_CREATED",
     "metrics_endpoint",
@@ -26,6 +27,10 @@ __all__ = [
 TASKS_CREATED = Counter("ragpoc_tasks_created_total", "Tasks created through this gateway")
 RUNS_REQUESTED = Counter("ragpoc_runs_requested_total", "POST /run-agents requests received")
 RUNS_ACCEPTED = Counter("ragpoc_runs_accepted_total", "Runs admitted (202)")
+RUNS_REPLAYED = Counter(
+    "ragpoc_runs_replayed_total",
+    "Requests answered with the run an earlier request with the same Idempotency-Key started",
+)
 RUNS_REJECTED = Counter(
     "ragpoc_runs_rejected_total",
     "Runs refused with 409, by the duplicate-protection layer that caught them",

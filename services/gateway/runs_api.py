@@ -1,8 +1,11 @@
-"""`POST /run-agents`: admit a run (duplicate protection), then queue its command."""
+"""`POST /run-agents`: admit a run (duplicate protection), then queue its command; a retry
+with the same `Idempotency-Key` is answered with the run the first request started."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -10,14 +13,38 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from libs.events import LockNotHeld, RunAgent, RunCompleted, RunFailed, RunRequested, encode
-from libs.readmodels import get_task
+from libs.events import (
+    Appended,
+    LockNotHeld,
+    RunAgent,
+    RunCompleted,
+    RunFailed,
+    RunRequested,
+    encode,
+)
+from libs.readmodels import get_task, list_runs
 from services.gateway.admission import Refused, admit_run, precheck
 from services.gateway.bodies import decode_body
-from services.gateway.context import context_of
+from services.gateway.context import GatewayContext, context_of
 from services.gateway.errors import ApiError
-from services.gateway.metrics import RUNS_ACCEPTED, RUNS_REJECTED, RUNS_REQUESTED
-from services.gateway.run_wait import RunOutcome, wait_for_outcome, wait_seconds
+from services.gateway.idempotency import (
+    EarlierRequest,
+    IdempotencyRecord,
+    confirm,
+    forget,
+    idempotency_key,
+    request_fingerprint,
+    reserve,
+)
+from services.gateway.metrics import RUNS_ACCEPTED, RUNS_REJECTED, RUNS_REPLAYED, RUNS_REQUESTED
+from services.gateway.run_wait import (
+    TERMINAL_STATUSES,
+    RunOutcome,
+    archived_outcome,
+    log_tail,
+    wait_for_outcome,
+    wait_seconds,
+)
 
 __all__ = ["RunRequest", "run_agents"]
 
@@ -53,10 +80,53 @@ async def run_agents(request: Request) -> Response:
     ctx = context_of(request)
     body = await decode_body(request, RunRequest, ctx.settings.max_body_bytes)
     wait = wait_seconds(request)
+    key = idempotency_key(request.headers)
     if body.hold_seconds and not ctx.settings.dev:
         raise ApiError(422, "hold_seconds is accepted only when the server runs with RAGPOC_DEV=1")
     RUNS_REQUESTED.inc()
     run_id = uuid.uuid4().hex
+    if key is None:
+        return await answer(ctx, await admit_and_queue(ctx, body, run_id), wait)
+
+    fingerprint = request_fingerprint(body)
+    claim = await reserve(ctx, body.id, key, fingerprint, run_id)
+    if isinstance(claim, EarlierRequest):
+        if claim.record.fingerprint != fingerprint:
+            raise ApiError(
+                422,
+                "this Idempotency-Key was already used for a different request to this task; "
+                "use a new key for a new request",
+            )
+        RUNS_REPLAYED.inc()
+        return await replay(ctx, body.id, claim.record, wait)
+    try:
+        queued = await admit_and_queue(ctx, body, run_id)
+    except BaseException:
+        await asyncio.shield(forget(ctx, claim))
+        raise
+    await confirm(ctx, claim, queued.fence)
+    return await answer(ctx, queued, wait)
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRun:
+    task_id: int
+    run_id: str
+    fence: int
+    requested: Appended  # where the run's request landed in the log
+
+    def body(self) -> dict[str, object]:
+        return {
+            "task_id": self.task_id,
+            "run_id": self.run_id,
+            "fence": self.fence,
+            "status": "queued",
+            "events_url": f"/events/tasks/{self.task_id}",
+        }
+
+
+async def admit_and_queue(ctx: GatewayContext, body: RunRequest, run_id: str) -> QueuedRun:
+    """Admit the run (or raise the 409 or 404) and queue its command."""
     refused = await precheck(ctx, body.id, run_id)
     if refused is not None:
         RUNS_REJECTED.labels(layer=refused.layer).inc()
@@ -86,20 +156,58 @@ async def run_agents(request: Request) -> Response:
     )
     await ctx.redis.xadd(ctx.keys.run_commands, {"type": "run", "data": encode(command)})
     RUNS_ACCEPTED.inc()
-    accepted = {
-        "task_id": task.id,
-        "run_id": run_id,
-        "fence": lease.fence,
-        "status": "queued",
-        "events_url": f"/events/tasks/{task.id}",
-    }
+    return QueuedRun(task.id, run_id, lease.fence, appended)
+
+
+async def answer(ctx: GatewayContext, queued: QueuedRun, wait: float | None) -> Response:
+    """202 once the client can read its own write; with ?wait, 200 and the outcome if the run
+    ended within the wait."""
+    accepted = queued.body()
     if wait is not None:
-        ended = await wait_for_outcome(ctx, appended, run_id, wait)
+        ended = await wait_for_outcome(ctx, queued.requested, queued.run_id, wait)
         if ended is not None:
             return JSONResponse(accepted | outcome_json(ended), status_code=200)
         accepted["message"] = f"the run did not end within {wait:g} s; follow events_url"
-    await ctx.wait_projected(appended)
+    await ctx.wait_projected(queued.requested)
     return JSONResponse(accepted, status_code=202)
+
+
+async def replay(
+    ctx: GatewayContext, task_id: int, earlier: IdempotencyRecord, wait: float | None
+) -> Response:
+    """Answer a retry with the run its first request started, as that run stands now."""
+    if not earlier.fence:
+        raise ApiError(
+            409,
+            "a request with this Idempotency-Key is still being admitted; retry shortly",
+            task_id=task_id,
+            run_id=earlier.run_id,
+        )
+    partition = ctx.keys.partition_of(task_id)
+    # Where the log ends before the run is read: an outcome after this point is followed below.
+    since = Appended("", await log_tail(ctx, partition), partition)
+    run = next(
+        (r for r in await list_runs(ctx.engine, task_id) if r.run_id == earlier.run_id), None
+    )
+    replayed: dict[str, object] = {
+        "task_id": task_id,
+        "run_id": earlier.run_id,
+        "fence": earlier.fence,
+        "status": run.status if run else "queued",
+        "events_url": f"/events/tasks/{task_id}",
+        "replayed": True,
+    }
+    if wait is None:
+        return JSONResponse(replayed, status_code=202)
+    ended = None
+    if run is not None and run.status in TERMINAL_STATUSES:
+        ended = await archived_outcome(ctx, task_id, earlier.run_id)
+    if ended is None:
+        ended = await wait_for_outcome(ctx, since, earlier.run_id, wait)
+    if ended is None:
+        replayed["message"] = f"the run did not end within {wait:g} s; follow events_url"
+        return JSONResponse(replayed, status_code=202)
+    return JSONResponse(replayed | outcome_json(ended), status_code=200)
 
 
 def outcome_json(outcome: RunOutcome) -> dict[str, object]:

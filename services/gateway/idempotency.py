@@ -1,0 +1,136 @@
+"""`Idempotency-Key` on `POST /run-agents`: a client's retry gets the run its first try started.
+
+A 409 only stops concurrent duplicates: a retry sent after the first run had finished would run
+the task again (PITFALLS 7). With the header, the first request records key -> run in Redis,
+per task, in the task's hash slot. A later request with the same key and the same body is
+answered with that run instead of starting another; the same key with a different body is a 422.
+
+The record is written before admission as a short "pending" lease and made durable (the full
+TTL, with the run's fence) once the run is queued. A refused or failed admission deletes it, so
+the key can be used again; a gateway that dies in between leaves a lease that lapses by itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from starlette.datastructures import Headers
+
+from services.gateway.context import GatewayContext
+from services.gateway.errors import ApiError
+
+__all__ = [
+    "EarlierRequest",
+    "IdempotencyRecord",
+    "Reservation",
+    "confirm",
+    "forget",
+    "idempotency_key",
+    "request_fingerprint",
+    "reserve",
+]
+
+HEADER = "idempotency-key"
+MAX_KEY_LENGTH = 255
+PENDING_LEASE_MS = 60_000
+
+# Compare-and-set / compare-and-delete: only the request that wrote the record may change it.
+_CONFIRM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+end
+return false
+"""
+_FORGET = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class IdempotencyRecord(msgspec.Struct, frozen=True):
+    """What a key stands for: the run it started and the request that started it. `fence` is 0
+    while the first request is still being admitted."""
+
+    run_id: str
+    fingerprint: str
+    fence: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """This request owns the key: it must `confirm` it once the run is queued, or `forget` it."""
+
+    redis_key: str
+    record: IdempotencyRecord
+
+
+@dataclass(frozen=True, slots=True)
+class EarlierRequest:
+    """An earlier request holds the key."""
+
+    record: IdempotencyRecord
+
+
+def idempotency_key(headers: Headers) -> str | None:
+    """The request's Idempotency-Key, if any: 1 to 255 visible ASCII characters."""
+    value = headers.get(HEADER)
+    if value is None:
+        return None
+    if not 0 < len(value) <= MAX_KEY_LENGTH or not all("!" <= c <= "~" for c in value):
+        raise ApiError(
+            422,
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} visible ASCII characters "
+            "(a UUID is a good choice)",
+        )
+    return value
+
+
+def request_fingerprint(body: msgspec.Struct) -> str:
+    """Equal for equal request bodies (a Struct encodes its fields in a fixed order)."""
+    return hashlib.sha256(msgspec.json.encode(body)).hexdigest()[:32]
+
+
+def _redis_key(ctx: GatewayContext, task_id: int, key: str) -> str:
+    return ctx.keys.idempotency(task_id, hashlib.sha256(key.encode()).hexdigest()[:32])
+
+
+async def reserve(
+    ctx: GatewayContext, task_id: int, key: str, fingerprint: str, run_id: str
+) -> Reservation | EarlierRequest:
+    redis_key = _redis_key(ctx, task_id, key)
+    mine = IdempotencyRecord(run_id=run_id, fingerprint=fingerprint)
+    for _ in range(3):  # the earlier record can lapse between our SET and GET
+        if await ctx.redis.set(redis_key, _encode(mine), nx=True, px=PENDING_LEASE_MS):
+            return Reservation(redis_key, mine)
+        raw = await ctx.redis.get(redis_key)
+        if raw is not None:
+            return EarlierRequest(msgspec.json.decode(raw, type=IdempotencyRecord))
+    raise ApiError(503, "the Idempotency-Key record kept changing; retry the request")
+
+
+async def confirm(ctx: GatewayContext, reservation: Reservation, fence: int) -> None:
+    """The run is queued: remember the key for `idempotency_ttl_s`, with the run's fence."""
+    queued = msgspec.structs.replace(reservation.record, fence=fence)
+    await _script(ctx.redis, _CONFIRM)(
+        keys=[reservation.redis_key],
+        args=[_encode(reservation.record), _encode(queued), ctx.settings.idempotency_ttl_s],
+    )
+
+
+async def forget(ctx: GatewayContext, reservation: Reservation) -> None:
+    """Admission did not queue a run: free the key for the client's next try."""
+    await _script(ctx.redis, _FORGET)(
+        keys=[reservation.redis_key], args=[_encode(reservation.record)]
+    )
+
+
+def _encode(record: IdempotencyRecord) -> str:
+    return msgspec.json.encode(record).decode()
+
+
+def _script(redis: aioredis.Redis, source: str) -> AsyncScript:
+    return redis.register_script(source)
