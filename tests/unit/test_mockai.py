@@ -2,56 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
-
 import httpx
 import openai
-import pytest
-from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
-from services.mockai import create_app
+from tests.unit.mockai_client import SKY_ANSWER, collect_chat_stream, system, user
 
-BASE_URL = "http://mockai.test/v1"
-SKY_ANSWER = "The sky is blue because of Rayleigh scattering."
 CAPITAL_QUESTION = "What is the capital of France?"
 CAPITAL_ANSWER = "You asked about capital, france. This is a deterministic mock answer from mockai."
 LONG_PASSAGE = (
     "Rayleigh scattering is the elastic scattering of light by particles much smaller than the "
     "wavelength of the radiation, and it is stronger for shorter wavelengths such as blue."
 )
-
-
-def user(text: str) -> ChatCompletionMessageParam:
-    return {"role": "user", "content": text}
-
-
-def system(text: str) -> ChatCompletionMessageParam:
-    return {"role": "system", "content": text}
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app())
-    async with httpx.AsyncClient(transport=transport, base_url="http://mockai.test") as client:
-        yield client
-
-
-@pytest.fixture
-async def client(http: httpx.AsyncClient) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(
-        api_key="x", base_url=BASE_URL, http_client=http, max_retries=0
-    ) as client:
-        yield client
-
-
-async def collect_chat_stream(
-    client: openai.AsyncOpenAI, messages: list[ChatCompletionMessageParam], **params: Any
-) -> list[ChatCompletionChunk]:
-    stream = await client.chat.completions.create(
-        model="mock-gpt", messages=messages, stream=True, **params
-    )
-    return [chunk async for chunk in stream]
 
 
 async def test_chat_answers_with_an_openai_shaped_completion(client: openai.AsyncOpenAI) -> None:

@@ -3,47 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from services.mockai import create_app
 from services.mockai.app import MAX_BODY_BYTES
-
-BASE_URL = "http://mockai.test/v1"
-SKY_ANSWER = "The sky is blue because of Rayleigh scattering."
-
-
-def user(text: str) -> ChatCompletionMessageParam:
-    return {"role": "user", "content": text}
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app())
-    async with httpx.AsyncClient(transport=transport, base_url="http://mockai.test") as client:
-        yield client
-
-
-@pytest.fixture
-async def client(http: httpx.AsyncClient) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(
-        api_key="x", base_url=BASE_URL, http_client=http, max_retries=0
-    ) as client:
-        yield client
-
-
-async def collect_chat_stream(
-    client: openai.AsyncOpenAI, messages: list[ChatCompletionMessageParam], **params: Any
-) -> list[ChatCompletionChunk]:
-    stream = await client.chat.completions.create(
-        model="mock-gpt", messages=messages, stream=True, **params
-    )
-    return [chunk async for chunk in stream]
+from tests.unit.mockai_client import BASE_URL, SKY_ANSWER, collect_chat_stream, user
 
 
 async def test_health_reports_ok(http: httpx.AsyncClient) -> None:
