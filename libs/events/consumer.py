@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from libs.events.names import Keys
+from libs.events.redis_typing import awaitable
 from libs.events.store import Entries
 from libs.events.workers import WorkerInfo, WorkerRegistry
 
@@ -169,9 +170,8 @@ class GroupConsumer:
                 except Exception as exc:
                     reason = f"{type(exc).__name__}: {exc}"
                     log.exception("consumer.handler_failed", reason=reason)
-                    await self.redis.hset(
-                        self.keys.delivery_errors(self.stream, self.group), entry_id, reason
-                    )
+                    errors_key = self.keys.delivery_errors(self.stream, self.group)
+                    await awaitable(self.redis.hset(errors_key, entry_id, reason))
                     return
         finally:
             handled.set()
@@ -224,7 +224,7 @@ class GroupConsumer:
 
     async def _dead_letter(self, entry_id: str, fields: dict[str, str], deliveries: int) -> None:
         errors_key = self.keys.delivery_errors(self.stream, self.group)
-        last_error = cast(str | None, await self.redis.hget(errors_key, entry_id))
+        last_error = cast(str | None, await awaitable(self.redis.hget(errors_key, entry_id)))
         reason = last_error or f"consumer died or timed out on all {deliveries - 1} deliveries"
         dead = {**fields, "source_id": entry_id, "group": self.group}
         dead |= {"deliveries": str(deliveries - 1), "reason": reason}

@@ -8,6 +8,7 @@ from typing import cast
 import redis.asyncio as aioredis
 
 from libs.events.names import Keys
+from libs.events.redis_typing import awaitable
 
 __all__ = ["DURATION_BUCKETS", "RunStats"]
 
@@ -30,5 +31,5 @@ class RunStats:
             await pipe.execute()
 
     async def snapshot(self) -> dict[str, float]:
-        raw = cast(dict[str, str], await self.redis.hgetall(self.key))
+        raw = cast(dict[str, str], await awaitable(self.redis.hgetall(self.key)))
         return {field: float(value) for field, value in raw.items()}

@@ -15,6 +15,8 @@ from typing import cast
 import msgspec
 import redis.asyncio as aioredis
 
+from libs.events.redis_typing import awaitable
+
 __all__ = ["PRUNE_BEATS", "STALE_BEATS", "WorkerInfo", "WorkerRegistry", "workers_key"]
 
 STALE_BEATS = 3
@@ -61,15 +63,15 @@ class WorkerRegistry:
         now = time.time()
         record = msgspec.structs.replace(info, seen_at=now, interval_s=self.interval_s)
         key = self.key(info.service)
-        await self.redis.hset(key, info.id, _encoder.encode(record).decode())
+        await awaitable(self.redis.hset(key, info.id, _encoder.encode(record).decode()))
         dead = [w.id for w in await self.workers(info.service) if w.is_prunable(now)]
         if dead:
-            await self.redis.hdel(key, *dead)
+            await awaitable(self.redis.hdel(key, *dead))
         return record
 
     async def workers(self, service: str) -> list[WorkerInfo]:
         """Every record of `service`, live or not (undecodable ones are skipped)."""
-        raw = cast(dict[str, str], await self.redis.hgetall(self.key(service)))
+        raw = cast(dict[str, str], await awaitable(self.redis.hgetall(self.key(service))))
         found: list[WorkerInfo] = []
         for value in raw.values():
             try:
@@ -83,4 +85,4 @@ class WorkerRegistry:
         return [w for w in await self.workers(service) if w.is_live(moment)]
 
     async def remove(self, worker: WorkerInfo) -> None:
-        await self.redis.hdel(self.key(worker.service), worker.id)
+        await awaitable(self.redis.hdel(self.key(worker.service), worker.id))
