@@ -76,7 +76,11 @@ COMMANDS: dict[str, tuple[Callable[[Settings], int], str]] = {
     "gateway": (_http("gateway"), "HTTP API, web UI, Server-Sent Events, /metrics (port 8001)."),
     "runner": (_runner, "Execute agent runs from the run-command stream (group 'runners')."),
     "ingestor": (_http("ingestor"), "Own the vector collection and serve /search (port 8002)."),
-    "projector": (_projector, "Fold the event log into the SQL read models."),
+    "projector": (
+        _projector,
+        "Fold the event log into the SQL read models. Every RAGPOC_TRIM_INTERVAL_S it also "
+        "trims the Redis streams, safely (see `ragpoc trim --help`).",
+    ),
     "mockai": (_http("mockai"), "OpenAI-compatible mock server (port 1573)."),
 }
 
@@ -124,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="Ingest .txt/.md files or folders through the gateway (see `ragpoc ingest --help`)",
         add_help=False,
     )
+    sub.add_parser(
+        "trim",
+        help="Trim the Redis streams once, safely, or --dry-run (see `ragpoc trim --help`)",
+        add_help=False,
+    )
     for name, (_run, description) in COMMANDS.items():
         sub.add_parser(
             name,
@@ -149,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         from services.rebuild_cli import main as rebuild_main
 
         return rebuild_main(argv[1:])
+    if argv[:1] == ["trim"]:
+        from services.trim_cli import main as trim_main
+
+        return trim_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()

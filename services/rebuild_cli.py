@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from libs.common import Settings, SettingsError, load_settings
 from libs.events import Keys, connect_redis
+from libs.events.retention import was_trimmed
 from libs.readmodels import create_engine, create_schema
 from libs.readmodels.rebuild import RebuildReport, drop_read_models, rebuild_from_archive
 from libs.readmodels.schema import event_archive
@@ -38,6 +39,10 @@ class NothingArchived(Exception):
     pass
 
 
+class StreamsTrimmed(Exception):
+    """The partition logs lost entries to trimming: only the archive still has them."""
+
+
 async def _from_archive(settings: Settings) -> RebuildReport:
     engine = create_engine(settings.sqlalchemy_url)
     try:
@@ -59,10 +64,14 @@ async def _from_streams(settings: Settings) -> RebuildReport:
 
     engine = create_engine(settings.sqlalchemy_url)
     redis = connect_redis(settings.redis_url)
+    keys = Keys(settings.namespace, settings.partitions)
     started = time.perf_counter()
     try:
+        trimmed = [log for log in keys.partition_logs() if await was_trimmed(redis, log)]
+        if trimmed:  # replaying them would drop the archive, the only copy of what went
+            raise StreamsTrimmed(", ".join(trimmed))
         await drop_read_models(engine, archive_too=True)
-        projector = Projector(redis, engine, Keys(settings.namespace, settings.partitions))
+        projector = Projector(redis, engine, keys)
         await projector.start()
         events = await projector.catch_up()
     finally:
@@ -89,6 +98,14 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "ragpoc rebuild: the event archive is empty, nothing was changed; "
             "use --from-streams to replay the Redis streams instead",
+            file=sys.stderr,
+        )
+        return 1
+    except StreamsTrimmed as exc:
+        print(
+            f"ragpoc rebuild: the Redis partition logs were trimmed ({exc}), so --from-streams "
+            "would replace the archive with less history; nothing was changed. Rebuild from "
+            "the archive (without --from-streams) instead",
             file=sys.stderr,
         )
         return 1

@@ -7,7 +7,8 @@
 - `ragpoc state TASK_ID [--at ENTRY_ID]` folds the task's events through the same pure
   projections as the projector and prints the task and its runs as they stood then.
 
-Only reads Redis; writes nothing. Output goes to stdout, errors to stderr.
+Reads Redis and, for whatever Redis trimmed, the SQL event archive (`DATABASE_URL`); writes
+nothing. Output goes to stdout, errors to stderr.
 """
 
 from __future__ import annotations
@@ -21,10 +22,14 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 import msgspec
 import redis.asyncio as aioredis
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.common import Settings, SettingsError, load_settings
 from libs.events import (
@@ -32,11 +37,14 @@ from libs.events import (
     EventDecodeError,
     Keys,
     LlmDelta,
+    StoredEvent,
     connect_redis,
     decode_event,
     event_to_builtins,
 )
-from libs.events.store import Entries
+from libs.events.store import Entries, last_generated_id
+from libs.readmodels import create_engine
+from libs.readmodels.archive import FIRST_KEY, LAST_KEY, EntryKey, partition_gap, task_gap
 from libs.readmodels.projection import RunView, TaskView, project_run, project_task, summarize
 
 __all__ = ["build_events_parser", "build_state_parser", "main"]
@@ -195,6 +203,12 @@ def decode_row(entry_id: str, fields: dict[str, str], task_id: int | None = None
     return Row(entry_id, event.task_id, kind, event)
 
 
+def stored_row(stored: StoredEvent, entry_id: str) -> Row:
+    """An archived event as a row (archived events always decode)."""
+    tag = str(type(stored.event).__struct_config__.tag)
+    return Row(entry_id, stored.event.task_id, tag, stored.event)
+
+
 def iso(at: float | None) -> str:
     if at is None:
         return "-"
@@ -257,10 +271,57 @@ class Printer:
 # ---------------------------------------------------------------- reading
 
 
+@dataclass(frozen=True, slots=True)
+class Sources:
+    """Where events are read from: Redis, and the SQL archive for what Redis trimmed (None
+    when there is no archive to read)."""
+
+    redis: aioredis.Redis
+    keys: Keys
+    archive: AsyncEngine | None
+
+
 async def last_id(redis: aioredis.Redis, stream: str) -> str:
-    """The stream's newest entry id, or 0-0 when it is empty or missing."""
-    newest = cast(Entries, await redis.xrevrange(stream, "+", "-", count=1))
-    return newest[0][0] if newest else "0-0"
+    """The id of the stream's newest entry ever (kept when trimming empties it), or 0-0 when
+    nothing was ever appended."""
+    return await last_generated_id(redis, stream)
+
+
+def _at_or_after(entry_id: str, since: str) -> bool:
+    """Whether `entry_id` is at or after `since` (a bare ms covers every seq of that ms)."""
+    if "-" in since:
+        return _id_key(entry_id) >= _id_key(since)
+    return _id_key(entry_id)[0] >= int(since)
+
+
+def _in_bounds(entry_id: str, low: str, high: str) -> bool:
+    return (low == "-" or _at_or_after(entry_id, low)) and (high == "+" or _within(entry_id, high))
+
+
+def _low_key(low: str) -> EntryKey:
+    return FIRST_KEY if low == "-" else _id_key(low)
+
+
+def _high_key(high: str) -> EntryKey:
+    if high == "+":
+        return LAST_KEY
+    return _id_key(high) if "-" in high else (int(high), LAST_KEY[1])
+
+
+async def with_task_gap(
+    sources: Sources, task_id: int, rows: list[Row], low: str, high: str
+) -> list[Row]:
+    """`rows` (a read of the task's stream in [low, high]) preceded by the archived events in
+    that range that Redis trimmed."""
+    if sources.archive is None:
+        return rows
+    first = rows[0].entry_id if rows else None
+    gap = await task_gap(sources.archive, task_id, after="0-0", first_in_redis=first)
+    return [
+        stored_row(stored, stored.stream_id)
+        for stored in gap
+        if _in_bounds(stored.stream_id, low, high)
+    ] + rows
 
 
 def _upper(until: str | None, snapshot: str) -> str:
@@ -293,18 +354,33 @@ async def read_range(
 
 
 async def read_partitions(
-    redis: aioredis.Redis,
-    streams: Sequence[str],
+    sources: Sources,
+    partitions: Sequence[int],
     low: str,
     highs: dict[str, str],
     *,
     limit: int,
     newest: bool,
 ) -> list[Row]:
-    """Every partition log's entries in [low, high], merged by entry id, at most `limit`."""
+    """Every partition log's entries in [low, high] (those Redis trimmed from the archive),
+    merged by entry id, at most `limit`: the first ones, or the last ones when `newest`."""
     rows: list[Row] = []
-    for stream in streams:
-        rows += await read_range(redis, stream, low, highs[stream], limit=limit, newest=newest)
+    for partition in partitions:
+        stream = sources.keys.partition_log(partition)
+        high = highs[stream]
+        found = await read_range(sources.redis, stream, low, high, limit=limit, newest=newest)
+        if sources.archive is not None:
+            gap = await partition_gap(
+                sources.archive,
+                partition,
+                [row.entry_id for row in found],
+                low=_low_key(low),
+                high=_high_key(high),
+                limit=limit,
+                newest=newest,
+            )
+            found = [stored_row(stored, stored.entry_id) for stored in gap] + found
+        rows += found[-limit:] if newest else found[:limit]
     rows.sort(key=lambda row: _id_key(row.entry_id))
     return rows[-limit:] if newest and limit else rows[:limit]
 
@@ -330,7 +406,8 @@ async def tail(
 # ---------------------------------------------------------------- commands
 
 
-async def run_events(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -> int:
+async def run_events(sources: Sources, args: argparse.Namespace) -> int:
+    redis, keys = sources.redis, sources.keys
     with_task = args.task_id is None
     printer = Printer(as_json=args.json, with_task=with_task, max_events=args.max_events)
     if args.task_id is not None:
@@ -341,24 +418,26 @@ async def run_events(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace
     else:
         streams = keys.partition_logs()
     snapshot = {stream: await last_id(redis, stream) for stream in streams}
-    for row in await _history(redis, streams, snapshot, args):
+    for row in await _history(sources, streams, snapshot, args):
         printer.emit(row)
-    if args.follow:
+    if args.follow and not printer.done:
+        what = "every task" if args.task_id is None else f"task {args.task_id}"
+        print(f"ragpoc events: following {what} live (Ctrl-C stops)", file=sys.stderr, flush=True)
         await tail(redis, dict(snapshot), printer, task_id=args.task_id, since=args.since)
     return 0
 
 
 async def _history(
-    redis: aioredis.Redis, streams: list[str], snapshot: dict[str, str], args: argparse.Namespace
+    sources: Sources, streams: list[str], snapshot: dict[str, str], args: argparse.Namespace
 ) -> list[Row]:
     low = args.since or "-"
     highs = {stream: _upper(args.until, snapshot[stream]) for stream in streams}
     if args.task_id is not None:
         stream = streams[0]
-        if snapshot[stream] == "0-0":
+        if snapshot[stream] == "0-0" or args.limit == 0:
             return []
-        return await read_range(
-            redis,
+        rows = await read_range(
+            sources.redis,
             stream,
             low,
             highs[stream],
@@ -366,10 +445,18 @@ async def _history(
             newest=False,
             task_id=args.task_id,
         )
-    live = [stream for stream in streams if snapshot[stream] != "0-0"]
+        rows = await with_task_gap(sources, args.task_id, rows, low, highs[stream])
+        return rows[: args.limit]
+    live = [
+        p
+        for p in range(sources.keys.partitions)
+        if snapshot[sources.keys.partition_log(p)] != "0-0"
+    ]
     limit = DEFAULT_LIMIT if args.limit is None else args.limit
+    if limit == 0:
+        return []
     newest = args.since is None
-    return await read_partitions(redis, live, low, highs, limit=limit, newest=newest)
+    return await read_partitions(sources, live, low, highs, limit=limit, newest=newest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,9 +530,12 @@ def state_json(folded: Folded, total: int) -> str:
     return json.dumps(body, ensure_ascii=False)
 
 
-async def run_state(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace) -> int:
-    stream = keys.task_events(args.task_id)
-    rows = await read_range(redis, stream, "-", "+", limit=None, newest=False, task_id=args.task_id)
+async def run_state(sources: Sources, args: argparse.Namespace) -> int:
+    stream = sources.keys.task_events(args.task_id)
+    rows = await read_range(
+        sources.redis, stream, "-", "+", limit=None, newest=False, task_id=args.task_id
+    )
+    rows = await with_task_gap(sources, args.task_id, rows, "-", "+")
     if not rows:
         print(f"ragpoc state: task {args.task_id} has no events", file=sys.stderr)
         return 1
@@ -488,15 +578,52 @@ def _settings(command: str) -> Settings | None:
     return settings
 
 
+def archive_url(settings: Settings) -> str | None:
+    """The database holding the event archive; None when it is a SQLite file that does not
+    exist (reading must not create it)."""
+    url = settings.sqlalchemy_url
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+        return None
+    return url
+
+
+async def open_archive(url: str | None, command: str) -> AsyncEngine | None:
+    """The SQL event archive, or None when there is none to read: no database, no `events`
+    table, or a database that does not answer (then with a warning: only what Redis still
+    holds is shown)."""
+    if url is None:
+        return None
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            found = await conn.run_sync(lambda sync: sa.inspect(sync).has_table("events"))
+    except (SQLAlchemyError, OSError) as exc:
+        print(
+            f"ragpoc {command}: cannot read the event archive ({exc}); showing only what "
+            "Redis still holds",
+            file=sys.stderr,
+        )
+        found = False
+    if not found:
+        await engine.dispose()
+        return None
+    return engine
+
+
 async def _run(settings: Settings, command: str, args: argparse.Namespace) -> int:
     keys = Keys(namespace=settings.namespace, partitions=settings.partitions)
     redis = connect_redis(settings.redis_url, max_connections=4, socket_timeout=BLOCK_MS / 1000 + 5)
+    archive = await open_archive(archive_url(settings), command)
+    sources = Sources(redis, keys, archive)
     try:
         if command == "events":
-            return await run_events(redis, keys, args)
-        return await run_state(redis, keys, args)
+            return await run_events(sources, args)
+        return await run_state(sources, args)
     finally:
         await redis.aclose()
+        if archive is not None:
+            await archive.dispose()
 
 
 def main(argv: list[str]) -> int:

@@ -82,3 +82,8 @@ class Keys:
 
     def partition_logs(self) -> list[str]:
         return [self.partition_log(p) for p in range(self.partitions)]
+
+    def task_index(self, partition: int) -> str:
+        """Sorted set of the partition's task ids whose streams may still hold entries, scored
+        by the ms of the oldest one: what the trimmer visits instead of SCANning for streams."""
+        return f"{self._tag(partition)}:tasks"

@@ -1,9 +1,10 @@
 """Append events to a task's stream and its partition log in one step; read them back.
 
 An event is appended by one Lua script to both the task's stream (what SSE replays) and the
-partition log (what the projector follows). Both keys share the partition's hash tag. When a
-lock key and token are given the script first checks that the caller still holds the task's
-lock, so a paused "zombie" runner's events never reach the log.
+partition log (what the projector follows), and the task is added to its partition's task index
+(what the trimmer visits). All keys share the partition's hash tag. When a lock key and token
+are given the script first checks that the caller still holds the task's lock, so a paused
+"zombie" runner's events never reach the log.
 """
 
 from __future__ import annotations
@@ -21,30 +22,43 @@ from libs.events.names import Keys
 # Stream entries as redis-py returns them with decode_responses=True.
 Entries = list[tuple[str, dict[str, str]]]
 
-__all__ = ["Appended", "Entries", "EventStore", "LockNotHeld", "StoredEvent", "connect_redis"]
+__all__ = [
+    "Appended",
+    "Entries",
+    "EventStore",
+    "LockNotHeld",
+    "StoredEvent",
+    "connect_redis",
+    "last_generated_id",
+]
 
+# KEYS: task stream, partition log, task index[, lock]. ARGV: type, data, task_id[, token].
+# ZADD NX: the task's score stays the ms of its oldest untrimmed entry (the trimmer moves it).
 _APPEND = """
-if KEYS[3] ~= nil and redis.call('GET', KEYS[3]) ~= ARGV[4] then
+if KEYS[4] ~= nil and redis.call('GET', KEYS[4]) ~= ARGV[4] then
   return redis.error_reply('LOCKLOST task lock is no longer held by this run')
 end
 local id = redis.call('XADD', KEYS[1], '*', 'type', ARGV[1], 'data', ARGV[2])
 local log_id = redis.call('XADD', KEYS[2], '*', 'type', ARGV[1], 'data', ARGV[2],
   'task', ARGV[3], 'sid', id)
+redis.call('ZADD', KEYS[3], 'NX', string.match(id, '^%d+'), ARGV[3])
 return {id, log_id}
 """
 
 
-# KEYS: task stream, partition log, lock, outcome marker. ARGV: type, data, task_id, token.
+# KEYS: task stream, partition log, task index, lock, outcome marker.
+# ARGV: type, data, task_id, token.
 # A run's terminal event and its outcome marker are written in one step, under its lock, so a
 # redelivered command can tell that its run already ended.
 _APPEND_OUTCOME = """
-if redis.call('GET', KEYS[3]) ~= ARGV[4] then
+if redis.call('GET', KEYS[4]) ~= ARGV[4] then
   return redis.error_reply('LOCKLOST task lock is no longer held by this run')
 end
 local id = redis.call('XADD', KEYS[1], '*', 'type', ARGV[1], 'data', ARGV[2])
 local log_id = redis.call('XADD', KEYS[2], '*', 'type', ARGV[1], 'data', ARGV[2],
   'task', ARGV[3], 'sid', id)
-redis.call('SET', KEYS[4], ARGV[1], 'EX', 604800)
+redis.call('ZADD', KEYS[3], 'NX', string.match(id, '^%d+'), ARGV[3])
+redis.call('SET', KEYS[5], ARGV[1], 'EX', 604800)
 return {id, log_id}
 """
 
@@ -90,6 +104,18 @@ def connect_redis(
     return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() disconnects it
 
 
+async def last_generated_id(redis: aioredis.Redis, stream: str) -> str:
+    """The id of the newest entry the stream ever had (`0-0` if it does not exist). Unlike
+    XREVRANGE this survives trimming: an emptied stream still knows where it stands."""
+    try:
+        info = await redis.xinfo_stream(stream)
+    except aioredis.ResponseError as exc:
+        if "no such key" not in str(exc).lower():
+            raise
+        return "0-0"
+    return str(info["last-generated-id"])
+
+
 def _decode_entry(entry_id: str, fields: dict[str, str]) -> StoredEvent:
     return StoredEvent(
         entry_id=entry_id,
@@ -125,7 +151,12 @@ class EventStore:
     ) -> Appended:
         task_id = event.task_id
         partition = self.keys.partition_of(task_id)
-        keys = [self.keys.task_events(task_id), self.keys.partition_log(partition), *extra_keys]
+        keys = [
+            self.keys.task_events(task_id),
+            self.keys.partition_log(partition),
+            self.keys.task_index(partition),
+            *extra_keys,
+        ]
         tag = type(event).__struct_config__.tag or ""
         args: list[str | int] = [tag, encode(event).decode(), task_id, *extra_args]
         try:
@@ -150,6 +181,19 @@ class EventStore:
             Entries,
             await self.redis.xrange(self.keys.task_events(task_id), start, "+", count=count),
         )
+        return [_decode_entry(entry_id, fields) for entry_id, fields in entries]
+
+    async def log_range(
+        self, partition: int, low: str, high: str, *, count: int | None = None, newest: bool = False
+    ) -> list[StoredEvent]:
+        """The partition log's entries with ids in [low, high], oldest first; with `count`, the
+        first `count` of them, or the last `count` when `newest`."""
+        log_key = self.keys.partition_log(partition)
+        if newest:
+            reply = await self.redis.xrevrange(log_key, high, low, count=count)
+            entries = list(reversed(cast(Entries, reply)))
+        else:
+            entries = cast(Entries, await self.redis.xrange(log_key, low, high, count=count))
         return [_decode_entry(entry_id, fields) for entry_id, fields in entries]
 
     async def follow(

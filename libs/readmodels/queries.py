@@ -71,13 +71,18 @@ async def projected_position(engine: AsyncEngine, partition: int) -> str | None:
         return (await conn.execute(query)).scalar_one_or_none()
 
 
-async def archived_task_events(engine: AsyncEngine, task_id: int) -> list[StoredEvent]:
-    """Every archived event of a task, in log order (`entry_id` is the partition-log id)."""
+async def archived_task_events(
+    engine: AsyncEngine, task_id: int, *, types: frozenset[str] | None = None
+) -> list[StoredEvent]:
+    """Every archived event of a task (only those of `types`, if given), in log order
+    (`entry_id` is the partition-log id)."""
     query = (
         sa.select(event_archive.c.log_id, event_archive.c.stream_id, event_archive.c.body)
         .where(event_archive.c.task_id == task_id)
         .order_by(event_archive.c.log_ms, event_archive.c.log_seq)
     )
+    if types is not None:
+        query = query.where(event_archive.c.type.in_(sorted(types)))
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     return [

@@ -1,17 +1,16 @@
 """`GET /api/tasks/{id}/locks`: the task's lock and conflict history, newest first.
 
-Read straight from the task's stream (the events are the history; no log files)."""
+Read from the task's events (the events are the history; no log files): the SQL archive for
+whatever Redis trimmed, then the task's stream."""
 
 from __future__ import annotations
-
-from typing import cast
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from libs.events import decode_event, event_to_builtins
-from libs.events.store import Entries
+from libs.events import event_to_builtins
 from libs.readmodels import get_task
+from libs.readmodels.archive import task_history
 from services.gateway.context import context_of
 from services.gateway.errors import ApiError
 from services.gateway.tasks_api import path_task_id
@@ -28,7 +27,6 @@ LOCK_HISTORY_TYPES = frozenset(
         "run.superseded",
     }
 )
-PAGE = 500
 
 
 async def read_task_locks(request: Request) -> Response:
@@ -40,18 +38,9 @@ async def read_task_locks(request: Request) -> Response:
     limit = int(limit_raw)
     if await get_task(ctx.engine, task_id) is None:
         raise ApiError(404, f"task {task_id} does not exist")
-    stream = ctx.keys.task_events(task_id)
-    history: list[dict[str, object]] = []
-    upper = "+"
-    while len(history) < limit:
-        entries = cast(Entries, await ctx.redis.xrevrange(stream, upper, "-", count=PAGE))
-        for entry_id, fields in entries:
-            if fields.get("type") in LOCK_HISTORY_TYPES:
-                item = event_to_builtins(decode_event(fields["data"]))
-                history.append({"id": entry_id, **item})
-                if len(history) == limit:
-                    break
-        if len(entries) < PAGE:
-            break
-        upper = f"({entries[-1][0]}"
+    events = await task_history(ctx.store, ctx.engine, task_id, types=LOCK_HISTORY_TYPES)
+    history = [
+        {"id": stored.stream_id, **event_to_builtins(stored.event)}
+        for stored in reversed(events[-limit:])
+    ]
     return JSONResponse({"task_id": task_id, "locks": history})

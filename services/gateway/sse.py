@@ -13,7 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from libs.events import StoredEvent, encode
-from libs.readmodels import archived_task_events, get_task, is_after
+from libs.readmodels import get_task, is_after
+from libs.readmodels.archive import task_history
 from services.gateway.context import GatewayContext, context_of
 from services.gateway.errors import ApiError
 from services.gateway.hub import live_events
@@ -39,25 +40,12 @@ def resume_point(request: Request) -> str:
     return last or "0-0"
 
 
-async def history(ctx: GatewayContext, task_id: int, after: str) -> list[StoredEvent]:
-    """The task's events after `after`: from the SQL archive for whatever Redis no longer has
-    (its stream was trimmed), then from the stream."""
-    in_redis = await ctx.store.task_events(task_id, after=after)
-    first_in_redis = in_redis[0].stream_id if in_redis else None
-    archived = [
-        stored
-        for stored in await archived_task_events(ctx.engine, task_id)
-        if is_after(stored.stream_id, after)
-        and (first_in_redis is None or is_after(first_in_redis, stored.stream_id))
-    ]
-    return archived + in_redis
-
-
 async def event_frames(ctx: GatewayContext, task_id: int, after: str) -> AsyncIterator[str]:
     yield f"retry: {RETRY_MS}\n\n"
     subscription = ctx.hub.subscribe(task_id)  # before the replay, so nothing falls between
     try:
-        for stored in await history(ctx, task_id, after):
+        # from the SQL archive for whatever Redis trimmed, then from the stream
+        for stored in await task_history(ctx.store, ctx.engine, task_id, after=after):
             after = stored.stream_id
             yield sse_frame(stored)
         async for live in live_events(subscription, ctx.settings.sse_heartbeat_s):

@@ -4,21 +4,23 @@ The log is partitioned, so one entry id cannot say where a client stopped. The `
 frame is the client's position in every partition, `p=<log id>` joined by commas (only
 partitions that have events); a client that reconnects with it as Last-Event-ID (or
 `?last_event_id=`) gets exactly what came after, per partition, then the live feed. A client
-without one starts at the live tail; `?from=start` replays the whole log first.
+without one starts at the live tail; `?from=start` replays the whole log first. The replay takes
+what Redis trimmed from the SQL archive, page by page, merged in entry-id order.
 """
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import AsyncIterator
-from typing import cast
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from libs.events import StoredEvent, decode_event, encode
-from libs.events.store import Entries
-from libs.readmodels import is_after
+from libs.events import StoredEvent, encode
+from libs.events.store import last_generated_id
+from libs.readmodels import entry_key, is_after
+from libs.readmodels.archive import partition_events
 from services.gateway.context import GatewayContext, context_of
 from services.gateway.errors import ApiError
 from services.gateway.hub import ALL_TASKS, live_events
@@ -27,6 +29,7 @@ from services.gateway.sse import RETRY_MS
 __all__ = ["all_events", "format_position", "parse_position"]
 
 _PART = re.compile(r"^(\d+)=(\d+-\d+)$")
+PAGE = 500
 
 
 def format_position(position: dict[int, str]) -> str:
@@ -44,29 +47,45 @@ def parse_position(raw: str, partitions: int) -> dict[int, str]:
 
 
 async def _tails(ctx: GatewayContext) -> dict[int, str]:
-    position = {}
-    for p in range(ctx.keys.partitions):
-        newest = cast(Entries, await ctx.redis.xrevrange(ctx.keys.partition_log(p), count=1))
-        position[p] = newest[0][0] if newest else "0-0"
-    return position
+    """Where every partition log stands now: its last-generated id, which an emptied (trimmed)
+    log still knows."""
+    return {
+        p: await last_generated_id(ctx.redis, ctx.keys.partition_log(p))
+        for p in range(ctx.keys.partitions)
+    }
 
 
-async def _replay(ctx: GatewayContext, position: dict[int, str]) -> list[tuple[int, StoredEvent]]:
-    found: list[tuple[int, StoredEvent]] = []
-    for p, after in position.items():
-        start = "-" if after == "0-0" else f"({after}"
-        entries = cast(Entries, await ctx.redis.xrange(ctx.keys.partition_log(p), start, "+"))
-        for entry_id, fields in entries:
-            stored = StoredEvent(
-                entry_id, fields.get("sid", entry_id), decode_event(fields["data"])
-            )
-            found.append((p, stored))
-    return sorted(found, key=lambda item: _key(item[1].entry_id))
+async def _partition_replay(
+    ctx: GatewayContext, partition: int, after: str
+) -> AsyncIterator[StoredEvent]:
+    """The partition's events after `after`, oldest first, a page at a time (archive, then
+    Redis)."""
+    while True:
+        ms, seq = entry_key(after)
+        page = await partition_events(
+            ctx.store, ctx.engine, partition, low=(ms, seq + 1), limit=PAGE
+        )
+        for stored in page:
+            yield stored
+        if len(page) < PAGE:
+            return
+        after = page[-1].entry_id
 
 
-def _key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq)
+async def _replay(
+    ctx: GatewayContext, position: dict[int, str]
+) -> AsyncIterator[tuple[int, StoredEvent]]:
+    """Every partition's events after its position, merged in entry-id order."""
+    replays = {p: _partition_replay(ctx, p, after) for p, after in position.items()}
+    heads: list[tuple[tuple[int, int], int, StoredEvent]] = []
+    for p, replay in replays.items():
+        if (first := await anext(replay, None)) is not None:
+            heapq.heappush(heads, (entry_key(first.entry_id), p, first))
+    while heads:
+        _, p, stored = heapq.heappop(heads)
+        yield p, stored
+        if (following := await anext(replays[p], None)) is not None:
+            heapq.heappush(heads, (entry_key(following.entry_id), p, following))
 
 
 def _frame(position: dict[int, str], stored: StoredEvent) -> str:
@@ -79,7 +98,7 @@ async def _frames(ctx: GatewayContext, position: dict[int, str]) -> AsyncIterato
     yield f"retry: {RETRY_MS}\n\n"
     subscription = ctx.hub.subscribe(ALL_TASKS)
     try:
-        for partition, stored in await _replay(ctx, position):
+        async for partition, stored in _replay(ctx, dict(position)):
             position[partition] = stored.entry_id
             yield _frame(position, stored)
         async for live in live_events(subscription, ctx.settings.sse_heartbeat_s):

@@ -4,24 +4,31 @@ It reads with plain XREAD from the positions stored in SQL (not through a consum
 partition's events must be applied in order, and the position committed in the same transaction
 as the rows makes redelivery harmless without acks. Several projectors may run; the position's
 compare-and-set lets exactly one apply each batch.
+
+Every `RAGPOC_TRIM_INTERVAL_S` it also trims the Redis streams (`libs.events.retention`): it is
+the service that knows what has reached the SQL archive.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import cast
 
 import redis.asyncio as aioredis
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.common import Settings
 from libs.events import EventDecodeError, Keys, StoredEvent, connect_redis, decode_event
+from libs.events.retention import Trimmer
 from libs.events.store import Entries
 from libs.readmodels import LostRace, apply_batch, create_engine, create_schema, load_positions
+from libs.readmodels.archive import SqlArchive
 from services.shutdown import stop_on_signals
 
-__all__ = ["Projector", "serve"]
+__all__ = ["Projector", "serve", "trim_loop"]
 
 log = structlog.get_logger(__name__)
 
@@ -85,14 +92,38 @@ def _decode(entry_id: str, fields: dict[str, str]) -> StoredEvent | None:
         return None
 
 
+async def trim_loop(trimmer: Trimmer, interval_s: float, stop: asyncio.Event) -> None:
+    """Trim the streams every `interval_s` until `stop` is set (never when it is 0), logging one
+    line per pass. A failed pass is logged and retried at the next interval."""
+    if interval_s <= 0:
+        log.info("trim.disabled")
+        return
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
+        if stop.is_set():
+            return
+        try:
+            report = await trimmer.run_once()
+        except (aioredis.RedisError, SQLAlchemyError, OSError) as exc:
+            log.warning("trim.failed", error=f"{type(exc).__name__}: {exc}")
+            continue
+        log.info("trim.pass", cutoff=report.cutoff, **report.counts())
+
+
 async def serve(settings: Settings) -> None:
     redis = connect_redis(settings.redis_url)
     engine = create_engine(settings.sqlalchemy_url)
-    projector = Projector(redis, engine, Keys(settings.namespace, settings.partitions))
+    keys = Keys(settings.namespace, settings.partitions)
+    projector = Projector(redis, engine, keys)
+    trimmer = Trimmer(redis, keys, SqlArchive(engine), settings.stream_retention_s)
     stop = stop_on_signals()
     try:
         await projector.start()
-        await projector.run(stop, settings.consumer_block_ms)
+        await asyncio.gather(
+            projector.run(stop, settings.consumer_block_ms),
+            trim_loop(trimmer, settings.trim_interval_s, stop),
+        )
     finally:
         await redis.aclose()
         await engine.dispose()

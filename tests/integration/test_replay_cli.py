@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -47,10 +48,12 @@ async def record(client: aioredis.Redis, keys: Keys, events: list[AnyEvent]) -> 
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, redis_url: str, keys: Keys) -> None:
+def env(monkeypatch: pytest.MonkeyPatch, redis_url: str, keys: Keys, tmp_path: Path) -> None:
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("RAGPOC_NAMESPACE", keys.namespace)
     monkeypatch.setenv("RAGPOC_PARTITIONS", str(keys.partitions))
+    # no archive: these tests' task ids must not meet another stack's archived events
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'no-archive.db'}")
 
 
 async def run_cli(argv: list[str]) -> int:
@@ -232,6 +235,18 @@ def tag(event: AnyEvent) -> str:
     return str(type(event).__struct_config__.tag)
 
 
+async def until_following(capsys: pytest.CaptureFixture[str]) -> str:
+    """Wait for `ragpoc events --follow` to say it is tailing; what it printed before that."""
+    out = ""
+    for _ in range(500):
+        captured = capsys.readouterr()
+        out += captured.out
+        if "following" in captured.err:
+            return out
+        await asyncio.sleep(0.02)
+    raise AssertionError("ragpoc events --follow never started following")
+
+
 @pytest.mark.usefixtures("env")
 async def test_follow_prints_history_then_new_events_of_the_task(
     redis_client: aioredis.Redis, keys: Keys, capsys: pytest.CaptureFixture[str]
@@ -243,11 +258,11 @@ async def test_follow_prints_history_then_new_events_of_the_task(
     follower = asyncio.create_task(
         run_cli(["events", str(TASK), "--follow", "--json", "--max-events", "6"])
     )
-    await asyncio.sleep(0.5)  # let it print the history and start tailing
+    history = await until_following(capsys)
     ids = await record(redis_client, keys, events[2:])
     code = await asyncio.wait_for(follower, timeout=20)
 
-    objects = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    objects = [json.loads(line) for line in (history + capsys.readouterr().out).splitlines()]
     assert code == 0
     assert [o["type"] for o in objects] == [
         "task.created",
@@ -270,7 +285,7 @@ async def test_follow_without_a_task_tails_every_partition_live(
     follower = asyncio.create_task(
         run_cli(["events", "--follow", "--limit", "0", "--max-events", "3"])
     )
-    await asyncio.sleep(0.5)
+    history = await until_following(capsys)
     await record(
         redis_client,
         keys,
@@ -282,7 +297,7 @@ async def test_follow_without_a_task_tails_every_partition_live(
     )
     code = await asyncio.wait_for(follower, timeout=20)
 
-    lines = capsys.readouterr().out.splitlines()
+    lines = (history + capsys.readouterr().out).splitlines()
     assert code == 0
     assert [line.split()[3] for line in lines] == ["2", "3", "2"]
     assert "Task created: two" in lines[0]

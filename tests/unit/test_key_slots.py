@@ -24,6 +24,7 @@ def test_append_lock_and_outcome_keys_of_a_task_share_one_slot(task_id: int) -> 
         KEYS.task_lock(task_id),
         KEYS.task_fence(task_id),
         KEYS.run_outcome(task_id, "run-1"),
+        KEYS.task_index(partition),
     )
     assert len(slots(*names)) == 1
 
@@ -33,7 +34,9 @@ def test_key_names_carry_the_partition_tag() -> None:
     assert KEYS.task_fence(19) == "ragpoc:{p3}:task:19:fence"
     assert KEYS.task_events(19) == "ragpoc:{p3}:task:19:events"
     assert KEYS.partition_log(3) == "ragpoc:{p3}:events"
+    assert KEYS.task_index(3) == "ragpoc:{p3}:tasks"
 
 
 def test_different_partitions_spread_over_different_slots() -> None:
     assert len(slots(*(KEYS.partition_log(p) for p in range(16)))) == 16
+    assert len(slots(*(KEYS.task_index(p) for p in range(16)))) == 16

@@ -1,0 +1,208 @@
+"""The SQL `events` archive as the source of whatever Redis trimmed.
+
+Readers read Redis first, then take from the archive what lies before the oldest entry Redis
+returned (the "gap"): an entry missing from Redis at that moment was trimmed, only archived
+entries are ever trimmed, so the archive, read afterwards, holds it. The other order could miss
+an entry archived and trimmed between the two reads.
+
+`SqlArchive` tells the trimmer (`libs.events.retention`) how far the archive reaches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from libs.events import EventStore, StoredEvent, TaskCreated, decode_event
+from libs.readmodels.ids import entry_key, is_after
+from libs.readmodels.queries import archived_task_events
+from libs.readmodels.schema import event_archive
+from libs.readmodels.writer import load_positions
+
+__all__ = [
+    "FIRST_KEY",
+    "LAST_KEY",
+    "EntryKey",
+    "SqlArchive",
+    "format_key",
+    "partition_events",
+    "partition_gap",
+    "task_gap",
+    "task_history",
+]
+
+EntryKey = tuple[int, int]
+FIRST_KEY: EntryKey = (0, 0)
+LAST_KEY: EntryKey = (2**63 - 1, 2**63 - 1)  # above any real entry id, and fits SQL BIGINT
+
+
+def format_key(key: EntryKey) -> str:
+    return f"{key[0]}-{key[1]}"
+
+
+def _tag(stored: StoredEvent) -> str:
+    return str(type(stored.event).__struct_config__.tag)
+
+
+# ---------------------------------------------------------------- a task's stream
+
+
+async def task_gap(
+    engine: AsyncEngine,
+    task_id: int,
+    *,
+    after: str,
+    first_in_redis: str | None,
+    types: frozenset[str] | None = None,
+) -> list[StoredEvent]:
+    """The task's archived events after `after` and before `first_in_redis` (the oldest entry a
+    read of its stream after `after` returned; None if it returned nothing), oldest first."""
+    return [
+        stored
+        for stored in await archived_task_events(engine, task_id, types=types)
+        if is_after(stored.stream_id, after)
+        and (first_in_redis is None or is_after(first_in_redis, stored.stream_id))
+    ]
+
+
+async def task_history(
+    store: EventStore,
+    engine: AsyncEngine,
+    task_id: int,
+    *,
+    after: str = "0-0",
+    types: frozenset[str] | None = None,
+) -> list[StoredEvent]:
+    """The task's events after task-stream id `after` (only those of `types`, if given), oldest
+    first: from the archive for whatever Redis trimmed, then from the stream."""
+    in_redis = await store.task_events(task_id, after=after)
+    first = in_redis[0].stream_id if in_redis else None
+    if types is not None:
+        in_redis = [stored for stored in in_redis if _tag(stored) in types]
+    if await _nothing_trimmed_after(store, task_id, after):
+        return in_redis  # the common case: no SQL query
+    gap = await task_gap(engine, task_id, after=after, first_in_redis=first, types=types)
+    return gap + in_redis
+
+
+async def _nothing_trimmed_after(store: EventStore, task_id: int, after: str) -> bool:
+    """Whether the stream still holds every event after `after` (asked after reading it:
+    trimming only moves forward, so the read had them all too)."""
+    oldest = await store.task_events(task_id, count=1)
+    if not oldest:
+        return False
+    return isinstance(oldest[0].event, TaskCreated) or not is_after(oldest[0].stream_id, after)
+
+
+# ---------------------------------------------------------------- a partition's log
+
+
+def _at_or_after(key: EntryKey) -> sa.ColumnElement[bool]:
+    ms, seq = event_archive.c.log_ms, event_archive.c.log_seq
+    return sa.or_(ms > key[0], sa.and_(ms == key[0], seq >= key[1]))
+
+
+def _at_or_before(key: EntryKey) -> sa.ColumnElement[bool]:
+    ms, seq = event_archive.c.log_ms, event_archive.c.log_seq
+    return sa.or_(ms < key[0], sa.and_(ms == key[0], seq <= key[1]))
+
+
+def _before(key: EntryKey) -> sa.ColumnElement[bool]:
+    ms, seq = event_archive.c.log_ms, event_archive.c.log_seq
+    return sa.or_(ms < key[0], sa.and_(ms == key[0], seq < key[1]))
+
+
+async def partition_gap(
+    engine: AsyncEngine,
+    partition: int,
+    redis_ids: Sequence[str],
+    *,
+    low: EntryKey = FIRST_KEY,
+    high: EntryKey = LAST_KEY,
+    limit: int | None = None,
+    newest: bool = False,
+) -> list[StoredEvent]:
+    """The archived events a read of the partition log's range [low, high] (at most `limit`
+    entries: the oldest, or with `newest` the newest) could not return because Redis trimmed
+    them. `redis_ids` are the ids that read returned, oldest first. The result, oldest first,
+    goes before them: `(gap + read)[:limit]` is the range's answer."""
+    if newest and limit is not None and len(redis_ids) >= limit:
+        return []
+    want = limit if limit is None or not newest else limit - len(redis_ids)
+    ms, seq = event_archive.c.log_ms, event_archive.c.log_seq
+    query = sa.select(event_archive.c.log_id, event_archive.c.stream_id, event_archive.c.body)
+    query = query.where(event_archive.c.partition == partition)
+    query = query.where(_at_or_after(low), _at_or_before(high))
+    if redis_ids:
+        query = query.where(_before(entry_key(redis_ids[0])))
+    query = query.order_by(ms.desc(), seq.desc()) if newest else query.order_by(ms, seq)
+    if want is not None:
+        query = query.limit(want)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    found = [
+        StoredEvent(entry_id=row.log_id, stream_id=row.stream_id, event=decode_event(row.body))
+        for row in rows
+    ]
+    return found[::-1] if newest else found
+
+
+async def partition_events(
+    store: EventStore,
+    engine: AsyncEngine,
+    partition: int,
+    *,
+    low: EntryKey = FIRST_KEY,
+    high: EntryKey = LAST_KEY,
+    limit: int | None = None,
+    newest: bool = False,
+) -> list[StoredEvent]:
+    """The partition log's events in [low, high], at most `limit` (the oldest, or with `newest`
+    the newest), oldest first: from the archive for whatever Redis trimmed, then the log."""
+    if limit == 0:
+        return []
+    in_redis = await store.log_range(
+        partition, format_key(low), format_key(high), count=limit, newest=newest
+    )
+    redis_ids = [stored.entry_id for stored in in_redis]
+    gap = await partition_gap(
+        engine, partition, redis_ids, low=low, high=high, limit=limit, newest=newest
+    )
+    return (gap + in_redis)[:limit]
+
+
+# ---------------------------------------------------------------- the trimmer's bounds
+
+
+class SqlArchive:
+    """How far the archive reaches (`libs.events.retention.ArchiveBounds`)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def projected_positions(self) -> dict[int, str]:
+        """The projector's positions: it archives a log entry in the transaction that moves
+        its position past it."""
+        return await load_positions(self.engine)
+
+    async def last_archived(self, task_ids: Sequence[int]) -> dict[int, str]:
+        """task id -> task-stream id of its newest archived event. A task's events are appended
+        to its stream and its partition log in one step, so the newest in log order is the
+        newest in stream order."""
+        if not task_ids:
+            return {}
+        newest_first = sa.func.row_number().over(
+            partition_by=event_archive.c.task_id,
+            order_by=(event_archive.c.log_ms.desc(), event_archive.c.log_seq.desc()),
+        )
+        ranked = (
+            sa.select(event_archive.c.task_id, event_archive.c.stream_id, newest_first.label("n"))
+            .where(event_archive.c.task_id.in_(list(task_ids)))
+            .subquery()
+        )
+        query = sa.select(ranked.c.task_id, ranked.c.stream_id).where(ranked.c.n == 1)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {int(row.task_id): str(row.stream_id) for row in rows}

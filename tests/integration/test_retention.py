@@ -1,0 +1,494 @@
+"""Trimming the Redis streams (retention) against a real Valkey/Redis and SQLite/PostgreSQL:
+only what the archive holds, what no group still needs and what is old enough goes, and every
+reader gives the same history after a trim as before it (the rest comes from the archive)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from libs.events import (
+    RUNNERS_GROUP,
+    AnyEvent,
+    EventStore,
+    Keys,
+    LockAcquired,
+    LockReleased,
+    RunCompleted,
+    RunRequested,
+    RunStarted,
+    StoredEvent,
+    TaskCreated,
+)
+from libs.events.consumer import ConsumerOptions, GroupConsumer
+from libs.events.retention import Trimmer
+from libs.events.store import last_generated_id
+from libs.readmodels import (
+    apply_batch,
+    create_engine,
+    create_schema,
+    entry_key,
+    load_positions,
+)
+from libs.readmodels.archive import SqlArchive, partition_events, task_history
+from libs.readmodels.schema import event_archive
+from tests.integration.inprocess import InProcessStack, in_process_stack
+from tests.integration.test_rebuild import workload
+from tests.integration.test_sse_resume import read_all_feed
+
+# ---------------------------------------------------------------- helpers
+
+
+class NoArchive:
+    """An archive that holds nothing: partition logs and task streams must stay whole."""
+
+    async def projected_positions(self) -> dict[int, str]:
+        return {}
+
+    async def last_archived(self, task_ids: Sequence[int]) -> dict[int, str]:
+        return {}
+
+
+def events_of(task_id: int, run_id: str) -> list[AnyEvent]:
+    return [
+        TaskCreated(task_id=task_id, title=f"task {task_id}"),
+        LockAcquired(task_id=task_id, run_id=run_id, fence=1, ttl_ms=1000),
+        RunRequested(task_id=task_id, run_id=run_id, fence=1, query="sky"),
+        RunStarted(task_id=task_id, run_id=run_id, fence=1, worker="w"),
+        RunCompleted(task_id=task_id, run_id=run_id, fence=1, answer="blue"),
+        LockReleased(task_id=task_id, run_id=run_id, fence=1),
+    ]
+
+
+def trim_line(verb: str, removed: int, stream: str) -> str:
+    """How `ragpoc trim` reports a stream it trimmed (or would)."""
+    return f"{verb:<10} {removed:>6}  {stream}  (below "
+
+
+def pairs(events: Sequence[StoredEvent]) -> list[tuple[str, AnyEvent]]:
+    return [(stored.stream_id, stored.event) for stored in events]
+
+
+async def run_in_thread(main: Any, argv: list[str]) -> int:
+    code: int = await asyncio.to_thread(main, argv)
+    return code
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, redis_url: str, keys: Keys) -> pytest.MonkeyPatch:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("RAGPOC_NAMESPACE", keys.namespace)
+    monkeypatch.setenv("RAGPOC_PARTITIONS", str(keys.partitions))
+    return monkeypatch
+
+
+# ---------------------------------------------------------------- command streams
+
+
+async def test_pending_commands_survive_a_trim_and_stay_claimable(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    stream = keys.run_commands
+    await redis_client.xgroup_create(stream, RUNNERS_GROUP, id="0", mkstream=True)
+    ids = [await redis_client.xadd(stream, {"type": "run", "data": f"c{n}"}) for n in range(6)]
+    # a live consumer handles c0, c1; a consumer that dies takes c2; the live one handles c3
+    for consumer, count, ack in (("live", 2, True), ("dead", 1, False), ("live", 1, True)):
+        reply = await redis_client.xreadgroup(RUNNERS_GROUP, consumer, {stream: ">"}, count=count)
+        if ack:
+            await redis_client.xack(stream, RUNNERS_GROUP, *[i for i, _ in reply[0][1]])
+    # the ingest stream: everything delivered and acked up to i1, nothing pending
+    ingest = keys.ingest_commands
+    await redis_client.xgroup_create(ingest, "ingestors", id="0", mkstream=True)
+    ingest_ids = [await redis_client.xadd(ingest, {"n": str(n)}) for n in range(4)]
+    reply = await redis_client.xreadgroup("ingestors", "i", {ingest: ">"}, count=2)
+    await redis_client.xack(ingest, "ingestors", *[i for i, _ in reply[0][1]])
+    dead = await redis_client.xadd(keys.dead_letters(stream), {"reason": "r"})
+    await redis_client.xadd(keys.doc_events, {"type": "doc.ingested", "data": "{}"})
+    await asyncio.sleep(0.01)
+
+    kept = await Trimmer(redis_client, keys, NoArchive(), retention_s=3600).run_once()
+    assert sum(trim.removed for trim in kept.streams) == 0  # nothing is old enough yet
+    report = await Trimmer(redis_client, keys, NoArchive(), retention_s=0).run_once()
+
+    remaining = [i for i, _ in await redis_client.xrange(stream)]
+    assert remaining == ids[2:]  # c0, c1 acked: gone; c2 pending: kept, and all after it
+    assert [i for i, _ in await redis_client.xrange(ingest)] == ingest_ids[2:]  # undelivered
+    assert [i for i, _ in await redis_client.xrange(keys.dead_letters(stream))] == [dead]
+    assert await redis_client.xlen(keys.doc_events) == 0  # by age only
+    assert report.counts()["command_entries"] == 4
+    assert report.counts()["doc_entries"] == 1
+    # the pending entry is still whole: another member reclaims and handles it
+    handled: list[tuple[str, dict[str, str]]] = []
+
+    async def handler(entry_id: str, fields: dict[str, str]) -> None:
+        handled.append((entry_id, fields))
+
+    rescuer = GroupConsumer(
+        redis_client,
+        keys,
+        stream,
+        RUNNERS_GROUP,
+        handler,
+        ConsumerOptions(block_ms=10, min_idle_ms=0, count=1),
+        name="rescuer",
+    )
+    await rescuer.process_once(block=False)
+    assert handled[0] == (ids[2], {"type": "run", "data": "c2"})
+    pending = await redis_client.xpending(stream, RUNNERS_GROUP)
+    assert pending["pending"] == 0
+
+
+async def test_a_command_stream_without_a_group_is_kept_whole(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    ids = [await redis_client.xadd(keys.run_commands, {"n": str(n)}) for n in range(3)]
+    await asyncio.sleep(0.01)
+
+    await Trimmer(redis_client, keys, NoArchive(), retention_s=0).run_once()
+
+    assert [i for i, _ in await redis_client.xrange(keys.run_commands)] == ids
+
+
+# ---------------------------------------------------------------- partition logs, task streams
+
+
+async def test_only_archived_entries_leave_the_logs_and_task_streams(
+    redis_client: aioredis.Redis,
+    keys: Keys,
+    database_url: str,
+    cli_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from services.rebuild_cli import main as rebuild_main
+    from services.trim_cli import main as trim_main
+
+    store = EventStore(redis_client, keys)
+    engine = create_engine(database_url)
+    await create_schema(engine)
+    cli_env.setenv("DATABASE_URL", database_url)
+    cli_env.setenv("RAGPOC_STREAM_RETENTION_S", "0")
+    # tasks 1, 5 and 9 share partition 1 (of 4), task 2 is alone in partition 2; their events
+    # interleave in the partition log
+    p1 = [events_of(1, "run-one"), events_of(5, "run-five"), events_of(9, "run-nine")]
+    for step in range(6):
+        for events in p1:
+            await store.append(events[step])
+    for event in events_of(2, "run-two"):
+        await store.append(event)
+    legacy = await redis_client.zrem(keys.task_index(1), "9")  # as if appended before the index
+    assert legacy == 1
+    history = {t: pairs(await store.task_events(t)) for t in (1, 2, 5, 9)}
+    log_one = await store.log_range(1, "-", "+")
+    # the projector archived partition 2 and the first 8 entries of partition 1 (all of task
+    # 9's first two steps, ...), not the rest
+    await apply_batch(engine, 1, log_one[:8])
+    await apply_batch(engine, 2, await store.log_range(2, "-", "+"))
+    position = log_one[7].entry_id
+    before_ids = {t: await last_generated_id(redis_client, keys.task_events(t)) for t in history}
+    await asyncio.sleep(0.01)
+
+    dry = await run_in_thread(trim_main, ["--dry-run"])
+    dry_out = capsys.readouterr().out
+    assert dry == 0
+    assert trim_line("would trim", 8, keys.partition_log(1)) in dry_out
+    assert trim_line("would trim", 6, keys.partition_log(2)) in dry_out
+    assert trim_line("would trim", 2, keys.task_events(9)) in dry_out
+    assert trim_line("would trim", 6, keys.task_events(2)) in dry_out
+    assert f"kept            -  {keys.run_commands}  (no consumer group yet" in dry_out
+    assert "would trim 28 entries" in dry_out  # 8 + 6 from logs, 3 + 3 + 2 + 6 from tasks
+    assert await redis_client.xlen(keys.partition_log(1)) == 18  # a dry run changes nothing
+    assert await redis_client.xlen(keys.task_events(2)) == 6
+
+    code = await run_in_thread(trim_main, [])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert trim_line("trimmed", 8, keys.partition_log(1)) in out
+    assert trim_line("trimmed", 6, keys.task_events(2)) in out
+    assert ", now empty)" in out
+    assert "trimmed 28 entries" in out
+
+    # the logs keep exactly what lies above the projector's position
+    assert [e.entry_id for e in await store.log_range(1, "-", "+")] == [
+        e.entry_id for e in log_one[8:]
+    ]
+    left = await store.log_range(1, "-", "+")
+    assert all(entry_key(e.entry_id) > entry_key(position) for e in left)
+    assert await redis_client.xlen(keys.partition_log(2)) == 0
+    # each task stream keeps what is not archived: 1, 5 and 9 had 3, 3, 2 steps archived
+    remaining = {t: pairs(await store.task_events(t)) for t in history}
+    assert remaining == {1: history[1][3:], 5: history[5][3:], 9: history[9][2:], 2: []}
+    # an emptied stream still exists and knows its last id; it left the task index
+    assert await redis_client.exists(keys.task_events(2)) == 1
+    assert await last_generated_id(redis_client, keys.task_events(2)) == before_ids[2]
+    assert await redis_client.zrange(keys.task_index(2), 0, -1) == []
+    # the task that was never indexed was found through the log it left, and is indexed again,
+    # scored by the ms of its oldest remaining entry
+    index = dict(await redis_client.zrange(keys.task_index(1), 0, -1, withscores=True))
+    assert set(index) == {"1", "5", "9"}
+    assert index["9"] == int(remaining[9][0][0].split("-")[0])
+
+    # readers get the whole history: the archive for what went, then Redis
+    for task_id, full in history.items():
+        assert pairs(await task_history(store, engine, task_id)) == full
+        assert pairs(await task_history(store, engine, task_id, after=full[1][0])) == full[2:]
+    assert await partition_events(store, engine, 1) == log_one
+    assert await partition_events(store, engine, 1, limit=12, newest=True) == log_one[-12:]
+    assert await partition_events(store, engine, 1, limit=4, newest=True) == log_one[-4:]
+    assert await partition_events(store, engine, 1, limit=10) == log_one[:10]
+    assert await partition_events(store, engine, 1, limit=5) == log_one[:5]
+
+    # the Redis logs were trimmed: replaying them would replace the archive with less history
+    refused = await run_in_thread(rebuild_main, ["--from-streams"])
+    assert refused == 1
+    assert "were trimmed" in capsys.readouterr().err
+    async with engine.connect() as conn:
+        archived = await conn.execute(sa.select(sa.func.count()).select_from(event_archive))
+        assert archived.scalar_one() == 14
+
+    # once the rest is projected, the next pass empties everything
+    await apply_batch(engine, 1, log_one[8:])
+    await asyncio.sleep(0.01)
+    report = await Trimmer(redis_client, keys, SqlArchive(engine), retention_s=0).run_once()
+    assert report.counts()["task_streams_emptied"] == 3
+    assert await redis_client.xlen(keys.partition_log(1)) == 0
+    assert await redis_client.zcard(keys.task_index(1)) == 0
+    for task_id, full in history.items():
+        assert await redis_client.xlen(keys.task_events(task_id)) == 0
+        assert pairs(await task_history(store, engine, task_id)) == full
+    await engine.dispose()
+
+
+def test_trim_needs_redis_and_explains_itself(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from services.trim_cli import main as trim_main
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert trim_main([]) == 2
+    assert "REDIS_URL is not set" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        trim_main(["--help"])
+    out = capsys.readouterr().out
+    assert "usage: ragpoc trim [-h] [--dry-run]" in out
+    assert "never MAXLEN" in out
+
+
+async def test_the_projector_trims_every_interval_and_logs_each_pass(
+    redis_client: aioredis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.projector import main as projector_main
+
+    lines: list[tuple[str, dict[str, Any]]] = []
+
+    class Recorder:
+        def info(self, event: str, **fields: Any) -> None:
+            lines.append((event, fields))
+
+        def warning(self, event: str, **fields: Any) -> None:
+            lines.append((event, fields))
+
+    monkeypatch.setattr(projector_main, "log", Recorder())
+    for n in range(3):
+        await redis_client.xadd(keys.doc_events, {"n": str(n)})
+    trimmer = Trimmer(redis_client, keys, NoArchive(), retention_s=0)
+    stop = asyncio.Event()
+
+    await projector_main.trim_loop(trimmer, 0, stop)  # 0: never
+    assert lines == [("trim.disabled", {})]
+    loop = asyncio.create_task(projector_main.trim_loop(trimmer, 0.05, stop))
+    for _ in range(100):
+        if any(event == "trim.pass" for event, _ in lines):
+            break
+        await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.wait_for(loop, 5)
+
+    passes = [fields for event, fields in lines if event == "trim.pass"]
+    assert passes[0]["doc_entries"] == 3
+    assert passes[0]["partition_entries"] == 0
+    assert await redis_client.xlen(keys.doc_events) == 0
+
+
+# ---------------------------------------------------------------- readers after a trim
+
+
+async def sse_frames(
+    client: httpx.AsyncClient, url: str, count: int, last_id: str = ""
+) -> list[tuple[str, str, str]]:
+    """The first `count` (id, event, data) frames of an SSE stream."""
+    headers = {"Last-Event-ID": last_id} if last_id else {}
+    frames: list[tuple[str, str, str]] = []
+    current: dict[str, str] = {}
+    async with client.stream("GET", url, headers=headers) as response:
+        async for line in response.aiter_lines():
+            if line:
+                field, _, value = line.partition(": ")
+                current[field] = value
+                continue
+            if "event" in current:
+                frames.append((current["id"], current["event"], current["data"]))
+                if len(frames) == count:
+                    return frames
+            current = {}
+    return frames
+
+
+async def until_everything_is_projected(stack: InProcessStack, engine: AsyncEngine) -> None:
+    """Until every partition's position is its log's last id, twice in a row."""
+    keys, redis = stack.store.keys, stack.store.redis
+    settled = 0
+    for _ in range(300):
+        positions = await load_positions(engine)
+        tails = [await last_generated_id(redis, log) for log in keys.partition_logs()]
+        projected = [positions.get(p, "0-0") for p in range(keys.partitions)]
+        settled = settled + 1 if tails == projected else 0
+        if settled == 2:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError("the projector did not catch up")
+
+
+async def readers(
+    stack: InProcessStack,
+    task_ids: list[int],
+    sizes: dict[int, int],
+    since: str,
+    capsys: pytest.CaptureFixture[str],
+) -> dict[str, Any]:
+    """What every reader of history says: task SSE (whole and resumed), the all-tasks SSE
+    (from the start and resumed), the lock history, `ragpoc events` and `ragpoc state`."""
+    from services.replay_cli import main as replay_main
+
+    client = stack.client
+    total = sum(sizes.values())
+    seen: dict[str, Any] = {}
+    for task_id in task_ids:
+        url = f"/events/tasks/{task_id}"
+        whole = await asyncio.wait_for(sse_frames(client, url, sizes[task_id]), 15)
+        rest = await asyncio.wait_for(
+            sse_frames(client, url, sizes[task_id] - 3, last_id=whole[2][0]), 15
+        )
+        seen[f"sse {task_id}"] = whole
+        seen[f"sse {task_id} resumed"] = rest
+        locks = await client.get(f"/api/tasks/{task_id}/locks", params={"limit": 5000})
+        seen[f"locks {task_id}"] = locks.json()
+        seen[f"locks {task_id} limit 3"] = (
+            await client.get(f"/api/tasks/{task_id}/locks", params={"limit": 3})
+        ).json()
+    feed = await asyncio.wait_for(read_all_feed(client, stop_after=total, query="?from=start"), 15)
+    seen["all"] = feed
+    seen["all resumed"] = await asyncio.wait_for(
+        read_all_feed(client, stop_after=total - total // 2, last_id=feed[total // 2 - 1][0]),
+        15,
+    )
+    commands = [
+        *(["events", str(t), "--json"] for t in task_ids),
+        ["events", "--json"],
+        ["events", "--json", "--limit", "7"],
+        ["events", "--json", "--since", since, "--limit", "9"],
+        *(["state", str(t), "--json"] for t in task_ids),
+    ]
+    for argv in commands:
+        capsys.readouterr()
+        code = await run_in_thread(replay_main, argv)
+        assert code == 0, argv
+        out = capsys.readouterr().out.splitlines()  # JSON lines (not the stack's log lines)
+        seen[" ".join(argv)] = [line for line in out if line.startswith("{")]
+    return seen
+
+
+async def test_every_reader_gives_the_same_history_after_a_trim(
+    redis_url: str,
+    database_url: str,
+    keys: Keys,
+    tmp_path: Path,
+    cli_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cli_env.setenv("DATABASE_URL", database_url)
+    async with in_process_stack(redis_url, database_url, keys, str(tmp_path), dev=True) as stack:
+        store, redis = stack.store, stack.store.redis
+        await workload(stack)
+        engine = create_engine(stack.settings.sqlalchemy_url)
+        try:
+            await until_everything_is_projected(stack, engine)
+            task_ids = [t["id"] for t in (await stack.client.get("/api/tasks")).json()["tasks"]]
+            sizes = {t: len(await store.task_events(t)) for t in task_ids}
+            total = sum(sizes.values())
+            tails = [await last_generated_id(redis, log) for log in keys.partition_logs()]
+            logged = [e for p in range(keys.partitions) for e in await store.log_range(p, "-", "+")]
+            log_ids = sorted((e.entry_id for e in logged), key=entry_key)
+            since = log_ids[len(log_ids) // 3]
+            before = await readers(stack, task_ids, sizes, since, capsys)
+            await asyncio.sleep(0.01)
+
+            report = await Trimmer(redis, keys, SqlArchive(engine), retention_s=0).run_once()
+
+            counts = report.counts()
+            assert counts["partition_entries"] == counts["task_entries"] == total
+            assert counts["task_streams_emptied"] == len(task_ids) == 4
+            for task_id in task_ids:  # emptied by XTRIM, not deleted
+                assert await redis.xlen(keys.task_events(task_id)) == 0
+                assert await redis.exists(keys.task_events(task_id)) == 1
+            positions = await load_positions(engine)
+            for p, log in enumerate(keys.partition_logs()):
+                assert await redis.xlen(log) == 0  # all of it was at or below the position
+                assert await last_generated_id(redis, log) == tails[p]
+                assert positions.get(p, "0-0") == tails[p]
+            assert await redis.xlen(keys.run_commands) == 0  # every command was acked
+
+            after = await readers(stack, task_ids, sizes, since, capsys)
+            assert after == before
+            # what was compared is the whole history
+            assert len(before["all"]) == total
+            assert len(before["events --json"]) == total
+            assert [json.loads(line)["id"] for line in before["events --json --limit 7"]] == (
+                log_ids[-7:]
+            )
+            assert [
+                json.loads(line)["id"]
+                for line in before["events --json --since " + since + " --limit 9"]
+            ] == log_ids[len(log_ids) // 3 :][:9]
+            for task_id in task_ids:
+                assert len(before[f"events {task_id} --json"]) == sizes[task_id]
+                state = json.loads(before[f"state {task_id} --json"][0])
+                projected = (await stack.client.get(f"/api/tasks/{task_id}")).json()
+                assert state["task"]["status"] == projected["status"]
+                assert state["total_events"] == sizes[task_id]
+                locks = before[f"locks {task_id}"]["locks"]
+                assert locks[0]["type"] == "lock.released"
+                assert before[f"locks {task_id} limit 3"]["locks"] == locks[:3]
+            conflicts = [
+                lock
+                for t in task_ids
+                for lock in before[f"locks {t}"]["locks"]
+                if lock["type"] == "lock.conflict"
+            ]
+            assert len(conflicts) == 3
+
+            # a client without a position starts at the live tail of the emptied logs, not
+            # at the start of the archive
+            connected = asyncio.Event()
+            live = asyncio.create_task(
+                read_all_feed(stack.client, stop_after=1, connected=connected)
+            )
+            await asyncio.wait_for(connected.wait(), timeout=10)
+            await asyncio.sleep(0.2)
+            created = await stack.client.post("/api/tasks", json={"title": "after the trim"})
+            [(position, event_type)] = await asyncio.wait_for(live, timeout=10)
+            new_partition = keys.partition_of(created.json()["id"])
+            parts = dict(part.split("=") for part in position.split(","))
+            assert event_type == "task.created"
+            assert entry_key(parts.pop(str(new_partition))) > entry_key(tails[new_partition])
+            assert parts == {str(p): tail for p, tail in enumerate(tails) if p != new_partition}
+        finally:
+            await engine.dispose()
