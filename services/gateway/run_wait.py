@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-import redis.asyncio as aioredis
 from starlette.requests import Request
 
 from libs.events import Appended, RunCompleted, RunFailed, RunSuperseded
+from libs.events.store import last_generated_id
 from libs.readmodels import archived_task_events
 from services.gateway.context import GatewayContext
 from services.gateway.errors import ApiError
@@ -23,6 +23,7 @@ __all__ = [
 
 RunOutcome = RunCompleted | RunFailed | RunSuperseded
 TERMINAL_STATUSES = frozenset({"done", "failed", "superseded"})
+OUTCOME_TYPES = frozenset({"run.completed", "run.failed", "run.superseded"})
 MAX_WAIT_SECONDS = 300.0
 
 
@@ -64,16 +65,13 @@ async def wait_for_outcome(
 
 async def log_tail(ctx: GatewayContext, partition: int) -> str:
     """The id of the partition log's newest entry ever (kept by Redis even after trimming)."""
-    try:
-        info = await ctx.redis.xinfo_stream(ctx.keys.partition_log(partition))
-    except aioredis.ResponseError:  # no such key: nothing was ever appended
-        return "0-0"
-    return str(info["last-generated-id"])
+    return await last_generated_id(ctx.redis, ctx.keys.partition_log(partition))
 
 
 async def archived_outcome(ctx: GatewayContext, task_id: int, run_id: str) -> RunOutcome | None:
     """A projected run's terminal event, from the archive (it holds every projected event)."""
-    for stored in reversed(await archived_task_events(ctx.engine, task_id)):
+    outcomes = await archived_task_events(ctx.engine, task_id, types=OUTCOME_TYPES)
+    for stored in reversed(outcomes):
         if isinstance(stored.event, RunOutcome) and stored.event.run_id == run_id:
             return stored.event
     return None
