@@ -44,6 +44,20 @@ class InProcessStack:
             await asyncio.sleep(0.02)
         raise AssertionError(f"no {event_type} on task {task_id}'s stream")
 
+    async def wait_until_released(self, task_id: int) -> None:
+        """Until the task's latest lock was released (10 s at most): `?wait` answers on a run's
+        outcome, and the runner releases the lock just after it."""
+        lifecycle = {"lock.acquired", "lock.released"}
+        for _ in range(500):
+            tags = [
+                type(e.event).__struct_config__.tag for e in await self.store.task_events(task_id)
+            ]
+            held = [tag for tag in tags if tag in lifecycle]
+            if held and held[-1] == "lock.released":
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"task {task_id}'s lock was never released")
+
 
 @asynccontextmanager
 async def serving(app: Starlette, port: int) -> AsyncIterator[None]:

@@ -41,17 +41,23 @@ async def workload(stack: InProcessStack) -> None:
         for n in range(4)
     ]
     for task_id in ids:
-        await client.post("/run-agents", params={"wait": 20}, json={"id": task_id})
+        reply = await client.post("/run-agents", params={"wait": 20}, json={"id": task_id})
+        assert reply.status_code == 200
     # conflicts: a held run and requests refused while it holds the task
-    await client.post("/run-agents", json={"id": ids[0], "hold_seconds": 1})
+    await stack.wait_until_released(ids[0])
+    held = await client.post("/run-agents", json={"id": ids[0], "hold_seconds": 1})
+    assert held.status_code == 202
     for _ in range(3):
         assert (await client.post("/run-agents", json={"id": ids[0]})).status_code == 409
     # a failure, then a retry that succeeds
     failing = {"id": ids[1], "query": "sky [[mockai:fail-midstream]]"}
-    await client.post("/run-agents", params={"wait": 20}, json=failing)
-    await client.post("/run-agents", params={"wait": 20}, json={"id": ids[1]})
-    await asyncio.sleep(1.5)  # let the held run finish
-    await client.post("/run-agents", params={"wait": 20}, json={"id": ids[0]})
+    assert (await client.post("/run-agents", params={"wait": 20}, json=failing)).status_code == 200
+    await stack.wait_until_released(ids[1])
+    retry = await client.post("/run-agents", params={"wait": 20}, json={"id": ids[1]})
+    assert retry.status_code == 200
+    await stack.wait_until_released(ids[0])  # the held run is over
+    again = await client.post("/run-agents", params={"wait": 20}, json={"id": ids[0]})
+    assert again.status_code == 200
 
 
 async def until_every_lock_is_released(engine: AsyncEngine) -> None:

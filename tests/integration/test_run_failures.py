@@ -34,8 +34,9 @@ async def test_a_model_failing_mid_stream_ends_the_run_as_failed(
         assert failed.reason == body["error"]
         task = (await stack.client.get(f"/api/tasks/{failed.task_id}")).json()
         assert (task["status"], task["last_error"]) == ("failed", failed.reason)
+        await stack.wait_until_released(failed.task_id)  # the failed run releases the task
         again = await stack.client.post("/run-agents", json={"id": failed.task_id})
-        assert again.status_code == 202  # the failed run released the task
+        assert again.status_code == 202
 
 
 async def test_an_unreachable_model_ends_the_run_as_failed(
