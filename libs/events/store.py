@@ -32,35 +32,34 @@ __all__ = [
     "last_generated_id",
 ]
 
-# KEYS: task stream, partition log, task index[, lock]. ARGV: type, data, task_id[, token].
-# ZADD NX: the task's score stays the ms of its oldest untrimmed entry (the trimmer moves it).
-_APPEND = """
+# Every append script: KEYS task stream, partition log, task index[, lock, ...];
+# ARGV type, data, task_id[, lock token]. With a lock key, nothing happens unless the token
+# still holds it. ZADD NX: the task's score stays the ms of its oldest untrimmed entry (the
+# trimmer moves it).
+_CHECK_LOCK = """
 if KEYS[4] ~= nil and redis.call('GET', KEYS[4]) ~= ARGV[4] then
   return redis.error_reply('LOCKLOST task lock is no longer held by this run')
 end
+"""
+_APPEND_BOTH = """
 local id = redis.call('XADD', KEYS[1], '*', 'type', ARGV[1], 'data', ARGV[2])
 local log_id = redis.call('XADD', KEYS[2], '*', 'type', ARGV[1], 'data', ARGV[2],
   'task', ARGV[3], 'sid', id)
 redis.call('ZADD', KEYS[3], 'NX', string.match(id, '^%d+'), ARGV[3])
-return {id, log_id}
 """
+_APPEND = _CHECK_LOCK + _APPEND_BOTH + "return {id, log_id}\n"
 
+# KEYS[5]: the run's outcome marker. A run's terminal event and its marker are written in one
+# step, under its lock, so a redelivered command can tell that its run already ended.
+_APPEND_OUTCOME = (
+    _CHECK_LOCK
+    + _APPEND_BOTH
+    + "redis.call('SET', KEYS[5], ARGV[1], 'EX', 604800)\nreturn {id, log_id}\n"
+)
 
-# KEYS: task stream, partition log, task index, lock, outcome marker.
-# ARGV: type, data, task_id, token.
-# A run's terminal event and its outcome marker are written in one step, under its lock, so a
-# redelivered command can tell that its run already ended.
-_APPEND_OUTCOME = """
-if redis.call('GET', KEYS[4]) ~= ARGV[4] then
-  return redis.error_reply('LOCKLOST task lock is no longer held by this run')
-end
-local id = redis.call('XADD', KEYS[1], '*', 'type', ARGV[1], 'data', ARGV[2])
-local log_id = redis.call('XADD', KEYS[2], '*', 'type', ARGV[1], 'data', ARGV[2],
-  'task', ARGV[3], 'sid', id)
-redis.call('ZADD', KEYS[3], 'NX', string.match(id, '^%d+'), ARGV[3])
-redis.call('SET', KEYS[5], ARGV[1], 'EX', 604800)
-return {id, log_id}
-"""
+# `lock.released` and the release itself in one step: once the event is in the log the task is
+# free, so a client that saw it can start the next run at once.
+_APPEND_RELEASE = _CHECK_LOCK + _APPEND_BOTH + "redis.call('DEL', KEYS[4])\nreturn {id, log_id}\n"
 
 
 class LockNotHeld(Exception):
@@ -130,6 +129,7 @@ class EventStore:
         self.keys = keys
         self._append = redis.register_script(_APPEND)
         self._append_outcome = redis.register_script(_APPEND_OUTCOME)
+        self._append_release = redis.register_script(_APPEND_RELEASE)
 
     async def append(self, event: AnyEvent, *, lock_token: str | None = None) -> Appended:
         """Append `event` to its task's stream and partition log in one step; with a lock
@@ -145,6 +145,11 @@ class EventStore:
             self.keys.run_outcome(event.task_id, event.run_id),
         ]
         return await self._run_append(self._append_outcome, event, extra_keys, [lock_token])
+
+    async def append_release(self, event: AnyEvent, *, lock_token: str) -> Appended:
+        """Append `lock.released` and delete the lock (compare-and-delete) in one step."""
+        lock = [self.keys.task_lock(event.task_id)]
+        return await self._run_append(self._append_release, event, lock, [lock_token])
 
     async def _run_append(
         self, script: AsyncScript, event: AnyEvent, extra_keys: list[str], extra_args: list[str]

@@ -6,7 +6,7 @@ import asyncio
 
 from starlette.requests import Request
 
-from libs.events import Appended, RunCompleted, RunFailed, RunSuperseded
+from libs.events import Appended, LockReleased, RunCompleted, RunFailed, RunSuperseded
 from libs.events.store import last_generated_id
 from libs.readmodels import archived_task_events
 from services.gateway.context import GatewayContext
@@ -25,6 +25,7 @@ RunOutcome = RunCompleted | RunFailed | RunSuperseded
 TERMINAL_STATUSES = frozenset({"done", "failed", "superseded"})
 OUTCOME_TYPES = frozenset({"run.completed", "run.failed", "run.superseded"})
 MAX_WAIT_SECONDS = 300.0
+RELEASE_GRACE_S = 5.0
 
 
 def wait_seconds(request: Request) -> float | None:
@@ -44,23 +45,36 @@ async def wait_for_outcome(
     ctx: GatewayContext, requested: Appended, run_id: str, seconds: float
 ) -> RunOutcome | None:
     """The run's terminal event, or None if it did not end within `seconds`. Follows the
-    partition log (from the run's request on) so that, once the outcome is found, the caller
-    can wait for the projector to pass it too and read its own write."""
+    partition log from the run's request on. After a completed or failed outcome it follows on
+    (within the wait, and RELEASE_GRACE_S at most) to the run's `lock.released`, so a client
+    told the run ended can start the next one at once; then it waits for the projector to pass
+    what it saw, so the caller reads its own write."""
     log = ctx.keys.partition_log(requested.partition)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    outcome: RunOutcome | None = None
+    seen = requested
     try:
-        async with asyncio.timeout(seconds):
+        async with asyncio.timeout_at(deadline) as scope:
             follow = ctx.follower.follow([log], {log: requested.log_id}, block_ms=1000)
             async for item in follow:
-                if item is None:
+                if item is None or getattr(item[1].event, "run_id", None) != run_id:
                     continue
                 event = item[1].event
-                if isinstance(event, RunOutcome) and event.run_id == run_id:
-                    position = Appended(item[1].stream_id, item[1].entry_id, requested.partition)
-                    await ctx.wait_projected(position)
-                    return event
+                if isinstance(event, RunOutcome):
+                    outcome = event
+                    seen = Appended(item[1].stream_id, item[1].entry_id, requested.partition)
+                    if isinstance(event, RunSuperseded):
+                        break  # the task's lock belongs to the newer run
+                    scope.reschedule(min(deadline, loop.time() + RELEASE_GRACE_S))
+                elif isinstance(event, LockReleased) and outcome is not None:
+                    seen = Appended(item[1].stream_id, item[1].entry_id, requested.partition)
+                    break
     except TimeoutError:
-        return None
-    return None
+        if outcome is None:
+            return None
+    await ctx.wait_projected(seen)
+    return outcome
 
 
 async def log_tail(ctx: GatewayContext, partition: int) -> str:

@@ -2,7 +2,8 @@
 
 take over the gateway's lease (or re-acquire a lapsed one under a new fence) -> mark the claim
 running (fenced) -> run the agent while a keeper extends the lease -> append the outcome under
-the lock -> finish the claim (fenced) -> release (compare-and-delete).
+the lock -> finish the claim (fenced) -> append `lock.released` and release the lock
+(compare-and-delete) in one step.
 A run that loses its lease stops and records `run.superseded`; its late writes are refused.
 A redelivered command whose run already ended, or whose task another run has claimed since,
 does nothing.
@@ -208,11 +209,11 @@ async def _finish(deps: RunDeps, lease: Lease, outcome: RunCompleted | RunFailed
     state = "done" if isinstance(outcome, RunCompleted) else "failed"
     if not await finish_claim(deps.engine, lease.task_id, lease.fence, state):
         log.warning("run.claim_not_finished", reason="the claim's fence moved on")
-    await deps.store.append(
-        LockReleased(task_id=lease.task_id, run_id=lease.run_id, fence=lease.fence),
-        lock_token=lease.token,
-    )
-    await deps.locks.release(lease)
+    released = LockReleased(task_id=lease.task_id, run_id=lease.run_id, fence=lease.fence)
+    try:
+        await deps.store.append_release(released, lock_token=lease.token)
+    except LockNotHeld:
+        log.warning("run.lock_lapsed_before_release")  # nothing left to release
     await deps.stats.record("completed" if state == "done" else "failed", outcome.duration_s)
 
 

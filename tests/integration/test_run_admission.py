@@ -79,6 +79,20 @@ async def test_a_finished_run_releases_the_lock_and_the_next_run_gets_a_larger_f
     assert [h["type"] for h in history[-2:]] == ["lock.released", "lock.acquired"]
 
 
+async def test_a_run_answered_with_wait_has_already_freed_its_task(stack: InProcessStack) -> None:
+    task_id = await new_task(stack)
+    fences = []
+    for query in ["sky?", "sky [[mockai:fail-midstream]]", "sky again?"]:
+        reply = await stack.client.post(
+            "/run-agents", params={"wait": 20}, json={"id": task_id, "query": query}
+        )
+        assert reply.status_code == 200, reply.text  # no 409: the previous run let go in time
+        fences.append(reply.json()["fence"])
+    assert fences == [1, 2, 3]
+    history = (await stack.client.get(f"/api/tasks/{task_id}/locks")).json()["locks"]
+    assert [h["type"] for h in history] == ["lock.released", "lock.acquired"] * 3
+
+
 async def test_a_live_claim_in_the_database_refuses_the_run_and_frees_the_lock(
     stack: InProcessStack, keys: Keys, redis_url: str
 ) -> None:
