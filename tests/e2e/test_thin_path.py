@@ -11,22 +11,14 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.stackproc import UpProcess, ragpoc_up
 
 pytestmark = pytest.mark.e2e
-
-
-@dataclass
-class Stack:
-    process: subprocess.Popen[bytes]
-    base_url: str
-    log: Path
 
 
 def descendants(pid: int) -> set[int]:
@@ -48,47 +40,16 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def start_stack(tmp_path: Path, extra_env: dict[str, str]) -> Stack:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "OPENAI_BASE_URL")}
-    env |= {
-        "RAGPOC_DATA_DIR": str(tmp_path / "data"),
-        "GATEWAY_PORT": str(port),
-        "INGESTOR_PORT": str(free_port()),
-        "MOCKAI_PORT": str(free_port()),
-        "RAGPOC_LOG_FORMAT": "json",
-        **extra_env,
-    }
-    log = tmp_path / "up.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "up"], env=env, stdout=out, stderr=out
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"ragpoc up exited early:\n{log.read_text()}")
-        if "rag-poc is up" in log.read_text():  # printed once every service answers
-            return Stack(process, base_url, log)
-        time.sleep(0.2)
-    process.kill()
-    raise AssertionError(f"gateway not healthy within 60 s:\n{log.read_text()}")
-
-
 @pytest.fixture(params=["embedded-valkey", "external-redis"])
-def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
-    extra: dict[str, str] = {}
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[UpProcess]:
+    extra = {"RAGPOC_LOG_FORMAT": "json"}
     if request.param == "external-redis":
         # the machine's Redis when REDIS_URL is set, else a Valkey the stack did not start
         external = os.environ.get("REDIS_URL") or request.getfixturevalue("valkey_server")
         extra["REDIS_URL"] = external if isinstance(external, str) else external.connection_url
         extra["RAGPOC_NAMESPACE"] = f"e2e{uuid.uuid4().hex[:8]}"
-    running = start_stack(tmp_path, extra)
-    yield running
-    if running.process.poll() is None:
-        running.process.kill()
-        running.process.wait()
+    with ragpoc_up(tmp_path / "data", extra) as running:
+        yield running
 
 
 def read_sse_until(url: str, last_type: str, timeout: float = 30) -> list[dict[str, str]]:
@@ -110,7 +71,7 @@ def read_sse_until(url: str, last_type: str, timeout: float = 30) -> list[dict[s
 
 
 def test_the_thin_path_and_the_lock_smoke_through_real_processes_then_a_clean_ctrl_c(
-    stack: Stack,
+    stack: UpProcess,
 ) -> None:
     with httpx.Client(base_url=stack.base_url, timeout=10) as api:
         check_thin_path(api, stack)
@@ -131,7 +92,7 @@ def test_the_thin_path_and_the_lock_smoke_through_real_processes_then_a_clean_ct
     assert survivors == [], f"left behind: {survivors}\n{stack.log.read_text()[-3000:]}"
 
 
-def check_thin_path(api: httpx.Client, stack: Stack) -> None:
+def check_thin_path(api: httpx.Client, stack: UpProcess) -> None:
     task = api.post(
         "/api/tasks", json={"title": "Why is the sky blue?", "description": "One line."}
     ).json()

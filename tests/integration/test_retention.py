@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis.asyncio as aioredis
 import sqlalchemy as sa
@@ -43,7 +42,7 @@ from libs.readmodels.archive import SqlArchive, partition_events, task_history
 from libs.readmodels.schema import event_archive
 from tests.integration.inprocess import InProcessStack, in_process_stack
 from tests.integration.test_rebuild import workload
-from tests.integration.test_sse_resume import read_all_feed
+from tests.sse_client import sse_frames
 
 # ---------------------------------------------------------------- helpers
 
@@ -321,27 +320,6 @@ async def test_the_projector_trims_every_interval_and_logs_each_pass(
 # ---------------------------------------------------------------- readers after a trim
 
 
-async def sse_frames(
-    client: httpx.AsyncClient, url: str, count: int, last_id: str = ""
-) -> list[tuple[str, str, str]]:
-    """The first `count` (id, event, data) frames of an SSE stream."""
-    headers = {"Last-Event-ID": last_id} if last_id else {}
-    frames: list[tuple[str, str, str]] = []
-    current: dict[str, str] = {}
-    async with client.stream("GET", url, headers=headers) as response:
-        async for line in response.aiter_lines():
-            if line:
-                field, _, value = line.partition(": ")
-                current[field] = value
-                continue
-            if "event" in current:
-                frames.append((current["id"], current["event"], current["data"]))
-                if len(frames) == count:
-                    return frames
-            current = {}
-    return frames
-
-
 async def until_everything_is_projected(stack: InProcessStack, engine: AsyncEngine) -> None:
     """Until every partition's position is its log's last id, twice in a row."""
     keys, redis = stack.store.keys, stack.store.redis
@@ -373,9 +351,9 @@ async def readers(
     seen: dict[str, Any] = {}
     for task_id in task_ids:
         url = f"/events/tasks/{task_id}"
-        whole = await asyncio.wait_for(sse_frames(client, url, sizes[task_id]), 15)
+        whole = await asyncio.wait_for(sse_frames(client, url, count=sizes[task_id]), 15)
         rest = await asyncio.wait_for(
-            sse_frames(client, url, sizes[task_id] - 3, last_id=whole[2][0]), 15
+            sse_frames(client, url, count=sizes[task_id] - 3, last_id=whole[2]["id"]), 15
         )
         seen[f"sse {task_id}"] = whole
         seen[f"sse {task_id} resumed"] = rest
@@ -384,10 +362,10 @@ async def readers(
         seen[f"locks {task_id} limit 3"] = (
             await client.get(f"/api/tasks/{task_id}/locks", params={"limit": 3})
         ).json()
-    feed = await asyncio.wait_for(read_all_feed(client, stop_after=total, query="?from=start"), 15)
+    feed = await asyncio.wait_for(sse_frames(client, "/events?from=start", count=total), 15)
     seen["all"] = feed
     seen["all resumed"] = await asyncio.wait_for(
-        read_all_feed(client, stop_after=total - total // 2, last_id=feed[total // 2 - 1][0]),
+        sse_frames(client, "/events", count=total - total // 2, last_id=feed[total // 2 - 1]["id"]),
         15,
     )
     commands = [
@@ -479,12 +457,12 @@ async def test_every_reader_gives_the_same_history_after_a_trim(
             # at the start of the archive
             connected = asyncio.Event()
             live = asyncio.create_task(
-                read_all_feed(stack.client, stop_after=1, connected=connected)
+                sse_frames(stack.client, "/events", count=1, connected=connected)
             )
             await asyncio.wait_for(connected.wait(), timeout=10)
-            await asyncio.sleep(0.2)
             created = await stack.client.post("/api/tasks", json={"title": "after the trim"})
-            [(position, event_type)] = await asyncio.wait_for(live, timeout=10)
+            [frame] = await asyncio.wait_for(live, timeout=10)
+            position, event_type = frame["id"], frame["event"]
             new_partition = keys.partition_of(created.json()["id"])
             parts = dict(part.split("=") for part in position.split(","))
             assert event_type == "task.created"

@@ -14,6 +14,7 @@ import pytest
 
 from libs.events import Keys
 from tests.integration.inprocess import InProcessStack, in_process_stack
+from tests.sse_client import sse_frames
 
 
 @pytest.fixture
@@ -26,23 +27,17 @@ async def stack(redis_url: str, keys: Keys, tmp_path: Path) -> AsyncIterator[InP
 async def read_events(
     client: httpx.AsyncClient, task_id: int, *, count: int | None = None, last_id: str = ""
 ) -> list[tuple[str, str]]:
-    """(id, type) of the frames received, until `count` frames or run.completed."""
-    headers = {"Last-Event-ID": last_id} if last_id else {}
-    frames: list[tuple[str, str]] = []
-    current: dict[str, str] = {}
-    async with client.stream("GET", f"/events/tasks/{task_id}", headers=headers) as response:
-        async for line in response.aiter_lines():
-            if line:
-                field, _, value = line.partition(": ")
-                current[field] = value
-                continue
-            if "event" in current:
-                frames.append((current["id"], current["event"]))
-                json.loads(current["data"])
-                if len(frames) == count or current["event"] == "lock.released":
-                    return frames
-            current = {}
-    return frames
+    """(id, type) of the task's frames, until `count` frames or its lock.released."""
+    frames = await sse_frames(
+        client,
+        f"/events/tasks/{task_id}",
+        count=count,
+        last_id=last_id,
+        until=lambda frame: frame["event"] == "lock.released",
+    )
+    for frame in frames:
+        json.loads(frame["data"])
+    return [(frame["id"], frame["event"]) for frame in frames]
 
 
 async def blocked_readers(stack: InProcessStack) -> int:
@@ -111,25 +106,11 @@ async def read_all_feed(
     query: str = "",
     connected: asyncio.Event | None = None,
 ) -> list[tuple[str, str]]:
-    """(id, type) frames of GET /events until `stop_after` frames; `connected` is set once the
-    response has started (the feed's starting position is fixed by then)."""
-    headers = {"Last-Event-ID": last_id} if last_id else {}
-    frames: list[tuple[str, str]] = []
-    current: dict[str, str] = {}
-    async with client.stream("GET", f"/events{query}", headers=headers) as response:
-        if connected is not None:
-            connected.set()
-        async for line in response.aiter_lines():
-            if line:
-                field, _, value = line.partition(": ")
-                current[field] = value
-                continue
-            if "event" in current:
-                frames.append((current["id"], current["event"]))
-                if len(frames) == stop_after:
-                    return frames
-            current = {}
-    return frames
+    """(id, type) frames of GET /events until `stop_after` frames."""
+    frames = await sse_frames(
+        client, f"/events{query}", count=stop_after, last_id=last_id, connected=connected
+    )
+    return [(frame["id"], frame["event"]) for frame in frames]
 
 
 async def test_the_all_tasks_feed_resumes_per_partition(stack: InProcessStack) -> None:

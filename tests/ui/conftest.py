@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port, unavailable
+from tests.conftest import unavailable
+from tests.stackproc import ragpoc_up
 
 CHROMIUM = os.environ.get("RAGPOC_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -74,40 +71,10 @@ def browser() -> Iterator[Any]:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`ragpoc up` on free ports with its own Valkey and data folder; yields the gateway URL."""
     data = tmp_path_factory.mktemp("ui-stack")
-    gateway = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "OPENAI_BASE_URL")}
-    env |= {
-        "RAGPOC_DATA_DIR": str(data),
-        "GATEWAY_PORT": str(gateway),
-        "INGESTOR_PORT": str(free_port()),
-        "MOCKAI_PORT": str(free_port()),
-        "RAGPOC_DEV": "1",
-    }
-    log_path = data / "up.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "up"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
     try:
-        deadline = time.monotonic() + 60
-        while "rag-poc is up" not in log_path.read_text(errors="replace"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"ragpoc up did not start:\n{log_path.read_text()[-4000:]}")
-            time.sleep(0.2)
-        url = f"http://127.0.0.1:{gateway}"
-        assert httpx.get(f"{url}/health", timeout=5).status_code == 200
-        yield url
+        with ragpoc_up(data, {"RAGPOC_DEV": "1"}) as up:
+            assert httpx.get(f"{up.base_url}/health", timeout=5).status_code == 200
+            yield up.base_url
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
         if os.environ.get("RAGPOC_UI_KEEP_LOGS"):
-            shutil.copy(log_path, Path(os.environ["RAGPOC_UI_KEEP_LOGS"]))
+            shutil.copy(data / "up.log", Path(os.environ["RAGPOC_UI_KEEP_LOGS"]))
