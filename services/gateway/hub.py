@@ -17,10 +17,10 @@ from typing import cast
 
 import structlog
 
-from libs.events import EventStore, StoredEvent
+from libs.events import EventStore, StoredEvent, encode
 from libs.events.store import Entries
 
-__all__ = ["ALL_TASKS", "HEARTBEAT", "EventHub", "Subscription", "live_events"]
+__all__ = ["ALL_TASKS", "HEARTBEAT", "EventHub", "LiveEvent", "Subscription", "live_events"]
 
 log = structlog.get_logger(__name__)
 
@@ -28,10 +28,18 @@ QUEUE_LIMIT = 2000
 ALL_TASKS = -1  # subscribe(ALL_TASKS): every event of every task (GET /events)
 
 
+@dataclass(frozen=True, slots=True)
+class LiveEvent:
+    """An event as the hub fans it out: `data` is its JSON, encoded once for all the clients."""
+
+    stored: StoredEvent
+    data: str
+
+
 @dataclass(eq=False)
 class Subscription:
     task_id: int
-    queue: asyncio.Queue[StoredEvent | None] = field(
+    queue: asyncio.Queue[LiveEvent | None] = field(
         default_factory=lambda: asyncio.Queue(QUEUE_LIMIT)
     )
     overflowed: bool = False
@@ -42,15 +50,20 @@ HEARTBEAT = None  # what `live_events` yields after a quiet interval
 
 async def live_events(
     subscription: Subscription, heartbeat_s: float
-) -> AsyncIterator[StoredEvent | None]:
+) -> AsyncIterator[LiveEvent | None]:
     """A subscription's events as they arrive, and HEARTBEAT (None) after each `heartbeat_s` of
     silence; ends when the hub stops or drops this client for falling too far behind."""
+    queue = subscription.queue
     while True:
-        try:
-            live = await asyncio.wait_for(subscription.queue.get(), heartbeat_s)
-        except TimeoutError:
-            yield HEARTBEAT
-            continue
+        if queue.empty():  # a timer only when the client has to wait (wait_for costs a task)
+            try:
+                async with asyncio.timeout(heartbeat_s):
+                    live = await queue.get()
+            except TimeoutError:
+                yield HEARTBEAT
+                continue
+        else:
+            live = queue.get_nowait()
         if live is None:
             return
         yield live
@@ -119,9 +132,12 @@ class EventHub:
             *self._subscribers.get(stored.event.task_id, ()),
             *self._subscribers.get(ALL_TASKS, ()),
         ]
+        if not watchers:
+            return
+        live = LiveEvent(stored, encode(stored.event).decode())
         for subscription in watchers:
             try:
-                subscription.queue.put_nowait(stored)
+                subscription.queue.put_nowait(live)
             except asyncio.QueueFull:
                 subscription.overflowed = True
                 self.unsubscribe(subscription)

@@ -26,9 +26,11 @@ RETRY_MS = 2000
 _ENTRY_ID = re.compile(r"^\d+-\d+$")
 
 
-def sse_frame(stored: StoredEvent) -> str:
+def sse_frame(stored: StoredEvent, data: str | None = None) -> str:
+    """The frame of an event; `data`, its JSON, when the hub has already encoded it."""
     event_type = type(stored.event).__struct_config__.tag
-    return f"id: {stored.stream_id}\nevent: {event_type}\ndata: {encode(stored.event).decode()}\n\n"
+    data = encode(stored.event).decode() if data is None else data
+    return f"id: {stored.stream_id}\nevent: {event_type}\ndata: {data}\n\n"
 
 
 def resume_point(request: Request) -> str:
@@ -51,9 +53,9 @@ async def event_frames(ctx: GatewayContext, task_id: int, after: str) -> AsyncIt
         async for live in live_events(subscription, ctx.settings.sse_heartbeat_s):
             if live is None:
                 yield ": heartbeat\n\n"
-            elif is_after(live.stream_id, after):
-                after = live.stream_id
-                yield sse_frame(live)
+            elif is_after(live.stored.stream_id, after):
+                after = live.stored.stream_id
+                yield sse_frame(live.stored, live.data)
     finally:
         ctx.hub.unsubscribe(subscription)
 

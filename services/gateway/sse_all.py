@@ -88,9 +88,9 @@ async def _replay(
             heapq.heappush(heads, (entry_key(following.entry_id), p, following))
 
 
-def _frame(position: dict[int, str], stored: StoredEvent) -> str:
+def _frame(position: dict[int, str], stored: StoredEvent, data: str | None = None) -> str:
     tag = type(stored.event).__struct_config__.tag
-    data = encode(stored.event).decode()
+    data = encode(stored.event).decode() if data is None else data
     return f"id: {format_position(position)}\nevent: {tag}\ndata: {data}\n\n"
 
 
@@ -105,10 +105,10 @@ async def _frames(ctx: GatewayContext, position: dict[int, str]) -> AsyncIterato
             if live is None:
                 yield ": heartbeat\n\n"
                 continue
-            partition = ctx.keys.partition_of(live.event.task_id)
-            if is_after(live.entry_id, position[partition]):
-                position[partition] = live.entry_id
-                yield _frame(position, live)
+            partition = ctx.keys.partition_of(live.stored.event.task_id)
+            if is_after(live.stored.entry_id, position[partition]):
+                position[partition] = live.stored.entry_id
+                yield _frame(position, live.stored, live.data)
     finally:
         ctx.hub.unsubscribe(subscription)
 
