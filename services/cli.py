@@ -6,9 +6,10 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from libs.common import Settings, SettingsError, load_settings
+from libs.common import Settings
 from libs.common.logging import configure_logging
 from libs.common.settings import describe_environment
+from services.cli_settings import settings_for
 
 __all__ = ["main"]
 
@@ -163,17 +164,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return trim_main(argv[1:])
     args = build_parser().parse_args(argv)
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"ragpoc: {exc}", file=sys.stderr)
-        return 2
-    if args.command in NEEDS_REDIS and not settings.redis_url:
-        print(
-            f"ragpoc {args.command}: REDIS_URL is not set. Point it at Redis/Valkey "
-            "(e.g. redis://127.0.0.1:6379/0), or run `ragpoc up`, which starts one.",
-            file=sys.stderr,
-        )
+    settings = settings_for(args.command, needs_redis=args.command in NEEDS_REDIS)
+    if settings is None:
         return 2
     configure_logging(settings.log_level, settings.log_format, service=args.command)
     run, _ = COMMANDS[args.command]

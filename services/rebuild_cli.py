@@ -9,12 +9,13 @@ import sys
 import sqlalchemy as sa
 from tqdm import tqdm
 
-from libs.common import Settings, SettingsError, load_settings
+from libs.common import Settings
 from libs.events import Keys, connect_redis
 from libs.events.retention import was_trimmed
 from libs.readmodels import create_engine, create_schema
 from libs.readmodels.rebuild import RebuildReport, drop_read_models, rebuild_from_archive
 from libs.readmodels.schema import event_archive
+from services.cli_settings import settings_for
 from services.projector.main import Projector
 
 __all__ = ["main"]
@@ -82,13 +83,8 @@ async def _from_streams(settings: Settings) -> RebuildReport:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"ragpoc rebuild: {exc}", file=sys.stderr)
-        return 2
-    if args.from_streams and not settings.redis_url:
-        print("ragpoc rebuild: --from-streams needs REDIS_URL", file=sys.stderr)
+    settings = settings_for("rebuild", needs_redis=args.from_streams)  # --from-streams reads Redis
+    if settings is None:
         return 2
     try:
         report = asyncio.run(

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from libs.common import Settings, SettingsError, load_settings
+from libs.common import Settings
 from libs.events import (
     AnyEvent,
     EventDecodeError,
@@ -42,10 +42,12 @@ from libs.events import (
     decode_event,
     event_to_builtins,
 )
+from libs.events.ids import entry_key
 from libs.events.store import Entries, last_generated_id
 from libs.readmodels import create_engine
 from libs.readmodels.archive import FIRST_KEY, LAST_KEY, EntryKey, partition_gap, task_gap
 from libs.readmodels.projection import RunView, TaskView, project_run, project_task, summarize
+from services.cli_settings import settings_for
 
 __all__ = ["build_events_parser", "build_state_parser", "main"]
 
@@ -93,11 +95,6 @@ def _count(raw: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError("must be a whole number, 0 or more")
     return value
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 # ---------------------------------------------------------------- parsers
@@ -281,17 +278,11 @@ class Sources:
     archive: AsyncEngine | None
 
 
-async def last_id(redis: aioredis.Redis, stream: str) -> str:
-    """The id of the stream's newest entry ever (kept when trimming empties it), or 0-0 when
-    nothing was ever appended."""
-    return await last_generated_id(redis, stream)
-
-
 def _at_or_after(entry_id: str, since: str) -> bool:
     """Whether `entry_id` is at or after `since` (a bare ms covers every seq of that ms)."""
     if "-" in since:
-        return _id_key(entry_id) >= _id_key(since)
-    return _id_key(entry_id)[0] >= int(since)
+        return entry_key(entry_id) >= entry_key(since)
+    return entry_key(entry_id)[0] >= int(since)
 
 
 def _in_bounds(entry_id: str, low: str, high: str) -> bool:
@@ -299,13 +290,13 @@ def _in_bounds(entry_id: str, low: str, high: str) -> bool:
 
 
 def _low_key(low: str) -> EntryKey:
-    return FIRST_KEY if low == "-" else _id_key(low)
+    return FIRST_KEY if low == "-" else entry_key(low)
 
 
 def _high_key(high: str) -> EntryKey:
     if high == "+":
         return LAST_KEY
-    return _id_key(high) if "-" in high else (int(high), LAST_KEY[1])
+    return entry_key(high) if "-" in high else (int(high), LAST_KEY[1])
 
 
 async def with_task_gap(
@@ -326,7 +317,7 @@ async def with_task_gap(
 
 def _upper(until: str | None, snapshot: str) -> str:
     """The smaller of --until and the snapshot id (what follow starts after)."""
-    if until is None or _id_key(until) > _id_key(snapshot):
+    if until is None or entry_key(until) > entry_key(snapshot):
         return snapshot
     return until
 
@@ -381,7 +372,7 @@ async def read_partitions(
             )
             found = [stored_row(stored, stored.entry_id) for stored in gap] + found
         rows += found[-limit:] if newest else found[:limit]
-    rows.sort(key=lambda row: _id_key(row.entry_id))
+    rows.sort(key=lambda row: entry_key(row.entry_id))
     return rows[-limit:] if newest and limit else rows[:limit]
 
 
@@ -399,7 +390,7 @@ async def tail(
         for stream, entries in cast(list[tuple[str, Entries]], reply or []):
             for entry_id, fields in entries:
                 positions[stream] = entry_id
-                if since is None or _id_key(entry_id) >= _id_key(since):
+                if since is None or entry_key(entry_id) >= entry_key(since):
                     printer.emit(decode_row(entry_id, fields, task_id))
 
 
@@ -417,7 +408,7 @@ async def run_events(sources: Sources, args: argparse.Namespace) -> int:
             return 1
     else:
         streams = keys.partition_logs()
-    snapshot = {stream: await last_id(redis, stream) for stream in streams}
+    snapshot = {stream: await last_generated_id(redis, stream) for stream in streams}
     for row in await _history(sources, streams, snapshot, args):
         printer.emit(row)
     if args.follow and not printer.done:
@@ -555,27 +546,11 @@ async def run_state(sources: Sources, args: argparse.Namespace) -> int:
 def _within(entry_id: str, at: str) -> bool:
     """Whether `entry_id` is at or before `at` (a bare ms covers every seq of that ms)."""
     if "-" in at:
-        return _id_key(entry_id) <= _id_key(at)
-    return _id_key(entry_id)[0] <= int(at)
+        return entry_key(entry_id) <= entry_key(at)
+    return entry_key(entry_id)[0] <= int(at)
 
 
 # ---------------------------------------------------------------- entry point
-
-
-def _settings(command: str) -> Settings | None:
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"ragpoc {command}: {exc}", file=sys.stderr)
-        return None
-    if not settings.redis_url:
-        print(
-            f"ragpoc {command}: REDIS_URL is not set. Point it at the stack's Redis/Valkey "
-            "(e.g. redis://127.0.0.1:6379/0; `ragpoc up` prints the one it started).",
-            file=sys.stderr,
-        )
-        return None
-    return settings
 
 
 def archive_url(settings: Settings) -> str | None:
@@ -639,7 +614,7 @@ def main(argv: list[str]) -> int:
         parser.error("--until cannot be combined with --follow")
     if command == "events" and args.max_events is not None and not args.follow:
         parser.error("--max-events only applies with --follow (use --limit)")
-    settings = _settings(command)
+    settings = settings_for(command, needs_redis=True)
     if settings is None:
         return 2
     try:

@@ -9,11 +9,12 @@ import sys
 
 import redis.asyncio as aioredis
 
-from libs.common import Settings, SettingsError, load_settings
+from libs.common import Settings
 from libs.events import Keys, connect_redis
 from libs.events.retention import StreamTrim, Trimmer, TrimReport
 from libs.readmodels import create_engine, create_schema
 from libs.readmodels.archive import SqlArchive
+from services.cli_settings import settings_for
 
 __all__ = ["build_parser", "main", "render_report"]
 
@@ -97,17 +98,8 @@ async def trim_once(settings: Settings, *, dry_run: bool) -> TrimReport:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"ragpoc trim: {exc}", file=sys.stderr)
-        return 2
-    if not settings.redis_url:
-        print(
-            "ragpoc trim: REDIS_URL is not set. Point it at the stack's Redis/Valkey "
-            "(`ragpoc up` prints the one it started).",
-            file=sys.stderr,
-        )
+    settings = settings_for("trim", needs_redis=True)
+    if settings is None:
         return 2
     try:
         report = asyncio.run(trim_once(settings, dry_run=args.dry_run))

@@ -27,6 +27,7 @@ from typing import Any, Protocol, cast
 
 import redis.asyncio as aioredis
 
+from libs.events.ids import entry_key
 from libs.events.names import Keys
 
 __all__ = [
@@ -35,7 +36,6 @@ __all__ = [
     "TrimReport",
     "Trimmer",
     "age_cutoff",
-    "id_key",
     "minid_bound",
     "next_id",
     "was_trimmed",
@@ -82,15 +82,9 @@ return {removed, 0}
 # ---------------------------------------------------------------- bounds (pure)
 
 
-def id_key(entry_id: str) -> tuple[int, int]:
-    """A stream entry id ("<ms>-<seq>", or just "<ms>") as numbers, for comparing."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
 def next_id(entry_id: str) -> str:
     """The smallest id after `entry_id`: the MINID that trims `entry_id` and what precedes it."""
-    ms, seq = id_key(entry_id)
+    ms, seq = entry_key(entry_id)
     return f"{ms + 1}-0" if seq >= _MAX_SEQ else f"{ms}-{seq + 1}"
 
 
@@ -103,8 +97,8 @@ def minid_bound(cutoff: str, keep_from: Iterable[str]) -> str | None:
     """The MINID to trim a stream with: the smallest of the age cutoff and the safety bounds
     (each the lowest id that must be kept; `0-0` keeps everything). None when that removes
     nothing (no entry id is below 0-1)."""
-    bound = min([cutoff, *keep_from], key=id_key)
-    return None if id_key(bound) <= (0, 1) else bound
+    bound = min([cutoff, *keep_from], key=entry_key)
+    return None if entry_key(bound) <= (0, 1) else bound
 
 
 async def was_trimmed(redis: aioredis.Redis, stream: str) -> bool:
@@ -228,7 +222,7 @@ class Trimmer:
     ) -> tuple[list[StreamTrim], int]:
         """Trim every indexed task stream whose oldest entry is older than the cutoff, down to
         its newest archived event."""
-        cutoff_ms = id_key(cutoff)[0]
+        cutoff_ms = entry_key(cutoff)[0]
         members = cast(
             list[str],
             await self.redis.zrangebyscore(

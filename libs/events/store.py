@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from libs.events.codec import AnyEvent, decode_event, encode
+from libs.events.ids import entry_key
 from libs.events.names import Keys
 
 # Stream entries as redis-py returns them with decode_responses=True.
@@ -29,6 +30,7 @@ __all__ = [
     "LockNotHeld",
     "StoredEvent",
     "connect_redis",
+    "holds_everything_from",
     "last_generated_id",
 ]
 
@@ -103,16 +105,37 @@ def connect_redis(
     return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() disconnects it
 
 
-async def last_generated_id(redis: aioredis.Redis, stream: str) -> str:
-    """The id of the newest entry the stream ever had (`0-0` if it does not exist). Unlike
-    XREVRANGE this survives trimming: an emptied stream still knows where it stands."""
+async def _stream_info(redis: aioredis.Redis, stream: str) -> dict[str, Any] | None:
+    """XINFO STREAM, or None when the stream does not exist."""
     try:
-        info = await redis.xinfo_stream(stream)
+        info: dict[str, Any] = await redis.xinfo_stream(stream)
     except aioredis.ResponseError as exc:
         if "no such key" not in str(exc).lower():
             raise
-        return "0-0"
-    return str(info["last-generated-id"])
+        return None
+    return info
+
+
+async def last_generated_id(redis: aioredis.Redis, stream: str) -> str:
+    """The id of the newest entry the stream ever had (`0-0` if it does not exist). Unlike
+    XREVRANGE this survives trimming: an emptied stream still knows where it stands."""
+    info = await _stream_info(redis, stream)
+    return "0-0" if info is None else str(info["last-generated-id"])
+
+
+async def holds_everything_from(redis: aioredis.Redis, stream: str, low: str) -> bool:
+    """Whether the stream still holds every entry it ever had with an id at or after `low`:
+    nothing was ever trimmed from it, or its oldest entry is at or before `low`. Asked after a
+    read of the stream, it answers for that read too (trimming only moves forward). False for
+    a stream that does not exist: its history, if any, is elsewhere."""
+    info = await _stream_info(redis, stream)
+    if info is None:
+        return False
+    added = info.get("entries-added")  # Redis >= 7
+    if added is not None and int(added) == int(info["length"]):
+        return True
+    first = info.get("first-entry")
+    return first is not None and entry_key(first[0]) <= entry_key(low)
 
 
 def _decode_entry(entry_id: str, fields: dict[str, str]) -> StoredEvent:

@@ -1,7 +1,7 @@
 """SQL read models: schema, pure projections, the projector's writer and read queries."""
 
+from libs.events.ids import entry_key, is_after
 from libs.readmodels.engine import create_engine, create_schema
-from libs.readmodels.ids import entry_key, is_after
 from libs.readmodels.projection import (
     ActivityItem,
     RunView,

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from libs.events import EventStore, StoredEvent, TaskCreated, decode_event
-from libs.readmodels.ids import entry_key, is_after
+from libs.events import EventStore, StoredEvent, decode_event
+from libs.events.ids import entry_key, is_after
+from libs.events.store import holds_everything_from
 from libs.readmodels.queries import archived_task_events
 from libs.readmodels.schema import event_archive
 from libs.readmodels.writer import load_positions
@@ -81,19 +82,10 @@ async def task_history(
     first = in_redis[0].stream_id if in_redis else None
     if types is not None:
         in_redis = [stored for stored in in_redis if _tag(stored) in types]
-    if await _nothing_trimmed_after(store, task_id, after):
+    if await holds_everything_from(store.redis, store.keys.task_events(task_id), after):
         return in_redis  # the common case: no SQL query
     gap = await task_gap(engine, task_id, after=after, first_in_redis=first, types=types)
     return gap + in_redis
-
-
-async def _nothing_trimmed_after(store: EventStore, task_id: int, after: str) -> bool:
-    """Whether the stream still holds every event after `after` (asked after reading it:
-    trimming only moves forward, so the read had them all too)."""
-    oldest = await store.task_events(task_id, count=1)
-    if not oldest:
-        return False
-    return isinstance(oldest[0].event, TaskCreated) or not is_after(oldest[0].stream_id, after)
 
 
 # ---------------------------------------------------------------- a partition's log
@@ -166,6 +158,9 @@ async def partition_events(
     in_redis = await store.log_range(
         partition, format_key(low), format_key(high), count=limit, newest=newest
     )
+    log_key = store.keys.partition_log(partition)
+    if await holds_everything_from(store.redis, log_key, format_key(low)):
+        return in_redis  # the common case: no SQL query
     redis_ids = [stored.entry_id for stored in in_redis]
     gap = await partition_gap(
         engine, partition, redis_ids, low=low, high=high, limit=limit, newest=newest

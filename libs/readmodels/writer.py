@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from libs.events import StoredEvent, encode
-from libs.readmodels.ids import entry_key, is_after
+from libs.events.ids import entry_key, is_after
 from libs.readmodels.projection import RunView, TaskView, project_run, project_task, summarize
 from libs.readmodels.queries import from_row
 from libs.readmodels.schema import activity, event_archive, projector_positions, runs, tasks

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from functools import cached_property
 
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -14,6 +15,7 @@ from libs.events import Appended, EventStore, Keys
 from libs.events.locks import TaskLocks
 from libs.readmodels import is_after, projected_position
 from services.gateway.hub import EventHub
+from services.gateway.idempotency import IdempotencyKeys
 
 __all__ = ["GatewayContext", "context_of"]
 
@@ -30,6 +32,10 @@ class GatewayContext:
     # never exhaust the pool that API requests wait on.
     follower: EventStore
     hub: EventHub
+
+    @cached_property
+    def idempotency(self) -> IdempotencyKeys:
+        return IdempotencyKeys(self.redis, self.keys, self.settings.idempotency_ttl_s)
 
     async def wait_projected(self, appended: Appended, bound_s: float = 3.0) -> bool:
         """Wait until the projector has passed `appended`, so the caller reads its own write.

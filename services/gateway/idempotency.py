@@ -17,21 +17,18 @@ from dataclasses import dataclass
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
 from starlette.datastructures import Headers
 
-from services.gateway.context import GatewayContext
+from libs.events import Keys
 from services.gateway.errors import ApiError
 
 __all__ = [
     "EarlierRequest",
+    "IdempotencyKeys",
     "IdempotencyRecord",
     "Reservation",
-    "confirm",
-    "forget",
     "idempotency_key",
     "request_fingerprint",
-    "reserve",
 ]
 
 HEADER = "idempotency-key"
@@ -62,7 +59,7 @@ class IdempotencyRecord(msgspec.Struct, frozen=True):
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """This request owns the key: it must `confirm` it once the run is queued, or `forget` it."""
+    """This request owns the key: it must confirm it once the run is queued, or forget it."""
 
     redis_key: str
     record: IdempotencyRecord
@@ -94,43 +91,41 @@ def request_fingerprint(body: msgspec.Struct) -> str:
     return hashlib.sha256(msgspec.json.encode(body)).hexdigest()[:32]
 
 
-def _redis_key(ctx: GatewayContext, task_id: int, key: str) -> str:
-    return ctx.keys.idempotency(task_id, hashlib.sha256(key.encode()).hexdigest()[:32])
+class IdempotencyKeys:
+    """The key records of one Redis, with their compare-and-set scripts registered once."""
 
+    def __init__(self, redis: aioredis.Redis, keys: Keys, ttl_s: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.ttl_s = ttl_s
+        self._confirm = redis.register_script(_CONFIRM)
+        self._forget = redis.register_script(_FORGET)
 
-async def reserve(
-    ctx: GatewayContext, task_id: int, key: str, fingerprint: str, run_id: str
-) -> Reservation | EarlierRequest:
-    redis_key = _redis_key(ctx, task_id, key)
-    mine = IdempotencyRecord(run_id=run_id, fingerprint=fingerprint)
-    for _ in range(3):  # the earlier record can lapse between our SET and GET
-        if await ctx.redis.set(redis_key, _encode(mine), nx=True, px=PENDING_LEASE_MS):
-            return Reservation(redis_key, mine)
-        raw = await ctx.redis.get(redis_key)
-        if raw is not None:
-            return EarlierRequest(msgspec.json.decode(raw, type=IdempotencyRecord))
-    raise ApiError(503, "the Idempotency-Key record kept changing; retry the request")
+    async def reserve(
+        self, task_id: int, key: str, fingerprint: str, run_id: str
+    ) -> Reservation | EarlierRequest:
+        redis_key = self.keys.idempotency(task_id, hashlib.sha256(key.encode()).hexdigest()[:32])
+        mine = IdempotencyRecord(run_id=run_id, fingerprint=fingerprint)
+        for _ in range(3):  # the earlier record can lapse between our SET and GET
+            if await self.redis.set(redis_key, _encode(mine), nx=True, px=PENDING_LEASE_MS):
+                return Reservation(redis_key, mine)
+            raw = await self.redis.get(redis_key)
+            if raw is not None:
+                return EarlierRequest(msgspec.json.decode(raw, type=IdempotencyRecord))
+        raise ApiError(503, "the Idempotency-Key record kept changing; retry the request")
 
+    async def confirm(self, reservation: Reservation, fence: int) -> None:
+        """The run is queued: remember the key for `ttl_s`, with the run's fence."""
+        queued = msgspec.structs.replace(reservation.record, fence=fence)
+        await self._confirm(
+            keys=[reservation.redis_key],
+            args=[_encode(reservation.record), _encode(queued), self.ttl_s],
+        )
 
-async def confirm(ctx: GatewayContext, reservation: Reservation, fence: int) -> None:
-    """The run is queued: remember the key for `idempotency_ttl_s`, with the run's fence."""
-    queued = msgspec.structs.replace(reservation.record, fence=fence)
-    await _script(ctx.redis, _CONFIRM)(
-        keys=[reservation.redis_key],
-        args=[_encode(reservation.record), _encode(queued), ctx.settings.idempotency_ttl_s],
-    )
-
-
-async def forget(ctx: GatewayContext, reservation: Reservation) -> None:
-    """Admission did not queue a run: free the key for the client's next try."""
-    await _script(ctx.redis, _FORGET)(
-        keys=[reservation.redis_key], args=[_encode(reservation.record)]
-    )
+    async def forget(self, reservation: Reservation) -> None:
+        """Admission did not queue a run: free the key for the client's next try."""
+        await self._forget(keys=[reservation.redis_key], args=[_encode(reservation.record)])
 
 
 def _encode(record: IdempotencyRecord) -> str:
     return msgspec.json.encode(record).decode()
-
-
-def _script(redis: aioredis.Redis, source: str) -> AsyncScript:
-    return redis.register_script(source)

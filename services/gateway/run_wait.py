@@ -7,7 +7,6 @@ import asyncio
 from starlette.requests import Request
 
 from libs.events import Appended, LockReleased, RunCompleted, RunFailed, RunSuperseded
-from libs.events.store import last_generated_id
 from libs.readmodels import archived_task_events
 from services.gateway.context import GatewayContext
 from services.gateway.errors import ApiError
@@ -16,7 +15,6 @@ __all__ = [
     "TERMINAL_STATUSES",
     "RunOutcome",
     "archived_outcome",
-    "log_tail",
     "wait_for_outcome",
     "wait_seconds",
 ]
@@ -75,11 +73,6 @@ async def wait_for_outcome(
             return None
     await ctx.wait_projected(seen)
     return outcome
-
-
-async def log_tail(ctx: GatewayContext, partition: int) -> str:
-    """The id of the partition log's newest entry ever (kept by Redis even after trimming)."""
-    return await last_generated_id(ctx.redis, ctx.keys.partition_log(partition))
 
 
 async def archived_outcome(ctx: GatewayContext, task_id: int, run_id: str) -> RunOutcome | None:

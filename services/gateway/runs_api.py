@@ -22,6 +22,7 @@ from libs.events import (
     RunRequested,
     encode,
 )
+from libs.events.store import last_generated_id
 from libs.readmodels import get_task, list_runs
 from services.gateway.admission import Refused, admit_run, precheck
 from services.gateway.bodies import decode_body
@@ -30,18 +31,14 @@ from services.gateway.errors import ApiError
 from services.gateway.idempotency import (
     EarlierRequest,
     IdempotencyRecord,
-    confirm,
-    forget,
     idempotency_key,
     request_fingerprint,
-    reserve,
 )
 from services.gateway.metrics import RUNS_ACCEPTED, RUNS_REJECTED, RUNS_REPLAYED, RUNS_REQUESTED
 from services.gateway.run_wait import (
     TERMINAL_STATUSES,
     RunOutcome,
     archived_outcome,
-    log_tail,
     wait_for_outcome,
     wait_seconds,
 )
@@ -89,7 +86,7 @@ async def run_agents(request: Request) -> Response:
         return await answer(ctx, await admit_and_queue(ctx, body, run_id), wait)
 
     fingerprint = request_fingerprint(body)
-    claim = await reserve(ctx, body.id, key, fingerprint, run_id)
+    claim = await ctx.idempotency.reserve(body.id, key, fingerprint, run_id)
     if isinstance(claim, EarlierRequest):
         if claim.record.fingerprint != fingerprint:
             raise ApiError(
@@ -102,9 +99,9 @@ async def run_agents(request: Request) -> Response:
     try:
         queued = await admit_and_queue(ctx, body, run_id)
     except BaseException:
-        await asyncio.shield(forget(ctx, claim))
+        await asyncio.shield(ctx.idempotency.forget(claim))
         raise
-    await confirm(ctx, claim, queued.fence)
+    await ctx.idempotency.confirm(claim, queued.fence)
     return await answer(ctx, queued, wait)
 
 
@@ -185,7 +182,9 @@ async def replay(
         )
     partition = ctx.keys.partition_of(task_id)
     # Where the log ends before the run is read: an outcome after this point is followed below.
-    since = Appended("", await log_tail(ctx, partition), partition)
+    since = Appended(
+        "", await last_generated_id(ctx.redis, ctx.keys.partition_log(partition)), partition
+    )
     run = next(
         (r for r in await list_runs(ctx.engine, task_id) if r.run_id == earlier.run_id), None
     )

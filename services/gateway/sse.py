@@ -26,11 +26,13 @@ RETRY_MS = 2000
 _ENTRY_ID = re.compile(r"^\d+-\d+$")
 
 
-def sse_frame(stored: StoredEvent, data: str | None = None) -> str:
-    """The frame of an event; `data`, its JSON, when the hub has already encoded it."""
+def sse_frame(stored: StoredEvent, data: str | None = None, frame_id: str | None = None) -> str:
+    """The frame of an event: `id:` its task-stream id unless `frame_id` is given, `data:` its
+    JSON (`data` when the hub has already encoded it)."""
     event_type = type(stored.event).__struct_config__.tag
     data = encode(stored.event).decode() if data is None else data
-    return f"id: {stored.stream_id}\nevent: {event_type}\ndata: {data}\n\n"
+    frame_id = stored.stream_id if frame_id is None else frame_id
+    return f"id: {frame_id}\nevent: {event_type}\ndata: {data}\n\n"
 
 
 def resume_point(request: Request) -> str:

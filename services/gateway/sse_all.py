@@ -17,14 +17,14 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from libs.events import StoredEvent, encode
+from libs.events import StoredEvent
 from libs.events.store import last_generated_id
 from libs.readmodels import entry_key, is_after
 from libs.readmodels.archive import partition_events
 from services.gateway.context import GatewayContext, context_of
 from services.gateway.errors import ApiError
 from services.gateway.hub import ALL_TASKS, live_events
-from services.gateway.sse import RETRY_MS
+from services.gateway.sse import RETRY_MS, sse_frame
 
 __all__ = ["all_events", "format_position", "parse_position"]
 
@@ -88,19 +88,13 @@ async def _replay(
             heapq.heappush(heads, (entry_key(following.entry_id), p, following))
 
 
-def _frame(position: dict[int, str], stored: StoredEvent, data: str | None = None) -> str:
-    tag = type(stored.event).__struct_config__.tag
-    data = encode(stored.event).decode() if data is None else data
-    return f"id: {format_position(position)}\nevent: {tag}\ndata: {data}\n\n"
-
-
 async def _frames(ctx: GatewayContext, position: dict[int, str]) -> AsyncIterator[str]:
     yield f"retry: {RETRY_MS}\n\n"
     subscription = ctx.hub.subscribe(ALL_TASKS)
     try:
         async for partition, stored in _replay(ctx, dict(position)):
             position[partition] = stored.entry_id
-            yield _frame(position, stored)
+            yield sse_frame(stored, frame_id=format_position(position))
         async for live in live_events(subscription, ctx.settings.sse_heartbeat_s):
             if live is None:
                 yield ": heartbeat\n\n"
@@ -108,7 +102,7 @@ async def _frames(ctx: GatewayContext, position: dict[int, str]) -> AsyncIterato
             partition = ctx.keys.partition_of(live.stored.event.task_id)
             if is_after(live.stored.entry_id, position[partition]):
                 position[partition] = live.stored.entry_id
-                yield _frame(position, live.stored, live.data)
+                yield sse_frame(live.stored, live.data, format_position(position))
     finally:
         ctx.hub.unsubscribe(subscription)
 
