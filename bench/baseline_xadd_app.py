@@ -27,7 +27,7 @@ __all__ = ["app"]
 
 @asynccontextmanager
 async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, object]]:
-    client = aioredis.from_url(os.environ["REDIS_URL"], decode_responses=True)
+    client = aioredis.Redis.from_url(os.environ["REDIS_URL"], decode_responses=True)
     stream = os.environ.get("BASELINE_STREAM", "bench:baseline:xadd")
     try:
         yield {"redis": client, "stream": stream}

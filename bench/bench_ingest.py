@@ -12,7 +12,8 @@ folder, then measures on the same synthetic documents:
 - retrieval: `VectorIndex.search` (embeds the query over HTTP, then queries) and, as its
   baseline, a raw `query_points` with the query vector already known: median and p99.
 
-Usage: python bench/bench_ingest.py [--docs 200] [--doc-chars 3000] [--queries 200]
+Usage, from the project root:
+    .venv/bin/python -m bench.bench_ingest [--docs 200] [--doc-chars 3000] [--queries 200]
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ import argparse
 import asyncio
 import os
 import random
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,13 +34,15 @@ import httpx
 from qdrant_client import AsyncQdrantClient
 from qdrant_client.http import models
 
+from bench.timing import median_p99_ms, time_each
 from libs.common import Settings
 from libs.common.logging import configure_logging
 from libs.events import DocumentToIngest
 from services.ingestor.chunking import chunk_text
-from services.ingestor.options import IngestOptions
 from services.ingestor.pipeline import Indexed, index_documents
-from services.ingestor.vectors import EmbeddedDocument, VectorIndex, open_index, point_id
+from services.ingestor.settings import IngestSettings
+from services.ingestor.vectors import EmbeddedDocument, open_index, point_id
+from tests.conftest import free_port
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,18 +50,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--docs", type=int, default=200, help="documents (default: 200)")
     parser.add_argument("--doc-chars", type=int, default=3000, help="characters per document")
     parser.add_argument("--queries", type=int, default=200, help="search queries to time")
-    parser.add_argument("--chunk-size", type=int, default=IngestOptions().chunk_size)
-    parser.add_argument("--chunk-overlap", type=int, default=IngestOptions().chunk_overlap)
-    parser.add_argument("--embed-batch-size", type=int, default=IngestOptions().embed_batch_size)
+    parser.add_argument("--chunk-size", type=int, default=IngestSettings().chunk_size)
+    parser.add_argument("--chunk-overlap", type=int, default=IngestSettings().chunk_overlap)
+    parser.add_argument("--embed-batch-size", type=int, default=IngestSettings().embed_batch_size)
     parser.add_argument("--seed", type=int, default=7)
     return parser.parse_args(argv)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager
@@ -109,6 +103,7 @@ def synthetic_documents(count: int, chars: int, seed: int) -> list[DocumentToIng
 
 def as_points(document: EmbeddedDocument) -> list[models.PointStruct]:
     """The points our write stores, built by hand for the baseline."""
+    # Baseline: rebuilt here on purpose, independent of the VectorIndex code it is compared with.
     doc = document.doc
     return [
         models.PointStruct(
@@ -128,33 +123,8 @@ def as_points(document: EmbeddedDocument) -> list[models.PointStruct]:
     ]
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-async def timed_searches(index: VectorIndex, queries: list[str]) -> list[float]:
-    latencies = []
-    for query in queries:
-        started = time.perf_counter()
-        await index.search(query, 5)
-        latencies.append(time.perf_counter() - started)
-    return latencies
-
-
-async def raw_searches(
-    qdrant: AsyncQdrantClient, collection: str, vectors: list[list[float]]
-) -> list[float]:
-    latencies = []
-    for vector in vectors:
-        started = time.perf_counter()
-        await qdrant.query_points(collection, query=vector, limit=5, with_payload=True)
-        latencies.append(time.perf_counter() - started)
-    return latencies
-
-
 async def run(args: argparse.Namespace, openai_url: str, folder: Path) -> None:
-    options = IngestOptions(
+    options = IngestSettings(
         chunk_size=args.chunk_size,
         chunk_overlap=args.chunk_overlap,
         embed_batch_size=args.embed_batch_size,
@@ -210,9 +180,14 @@ async def run(args: argparse.Namespace, openai_url: str, folder: Path) -> None:
         rng = random.Random(args.seed + 1)
         queries = [" ".join(rng.sample(t.split(), min(6, len(t.split())))) for t in flat]
         queries = [rng.choice(queries) for _ in range(args.queries)]
-        ours = await timed_searches(index, queries)
+        ours = await time_each(lambda query: index.search(query, 5), queries)
         query_vectors = await index.embed(queries[: min(len(queries), 2048)])
-        raw = await raw_searches(baseline, "baseline", query_vectors)
+        raw = await time_each(
+            lambda vector: baseline.query_points(
+                "baseline", query=vector, limit=5, with_payload=True
+            ),
+            query_vectors,
+        )
     finally:
         await baseline.close()
         await index.close()
@@ -230,7 +205,7 @@ ROW_ORDER = (
 
 def report(
     args: argparse.Namespace,
-    options: IngestOptions,
+    options: IngestSettings,
     rows: dict[str, tuple[int, float]],
     ours: list[float],
     raw: list[float],
@@ -250,8 +225,7 @@ def report(
         ("VectorIndex.search (embed+query)", ours),
         ("baseline: raw query_points", raw),
     ):
-        median = statistics.median(latencies) * 1000
-        p99 = percentile(latencies, 0.99) * 1000
+        median, p99 = median_p99_ms(latencies)
         print(f"{name:<36} {len(latencies):>7} {median:>9.2f} {p99:>8.2f}")
 
 

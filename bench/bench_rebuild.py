@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from libs.common.database import create_engine, create_schema
 from libs.events import (
     AnyEvent,
     LlmDelta,
@@ -29,7 +30,7 @@ from libs.events import (
     StoredEvent,
     TaskCreated,
 )
-from libs.readmodels import apply_batch, create_engine, create_schema
+from libs.readmodels import apply_batch
 from libs.readmodels.rebuild import rebuild_from_archive
 from tests.integration.test_rebuild import snapshot
 

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 import httpx
 import redis.asyncio as aioredis
 
+from bench.timing import median_p99_ms
 from libs.events import EventStore, Keys, LlmDelta, TaskCreated, connect_redis
 from tests.conftest import free_port
 
@@ -68,11 +68,6 @@ async def xread_client(url: str, stream: str, latencies: list[float], n: int) ->
         await client.aclose()
 
 
-def summary(latencies: list[float]) -> tuple[float, float]:
-    ordered = sorted(latencies)
-    return statistics.median(ordered) * 1000, ordered[int(len(ordered) * 0.99) - 1] * 1000
-
-
 async def measure(redis_url: str, port: int, namespace: str, clients: int, events: int) -> None:
     keys = Keys(namespace, 16)
     redis = connect_redis(redis_url)
@@ -93,7 +88,7 @@ async def measure(redis_url: str, port: int, namespace: str, clients: int, event
         await store.append(LlmDelta(task_id=task_id, run_id="bench", index=n, text="x"))
         await asyncio.sleep(0.05)
     await asyncio.wait_for(asyncio.gather(*tasks), 120)
-    gw = summary(latencies)
+    gw = median_p99_ms(latencies)
 
     # baseline: N direct XREAD readers on the task stream
     base: list[float] = []
@@ -106,7 +101,7 @@ async def measure(redis_url: str, port: int, namespace: str, clients: int, event
         await store.append(LlmDelta(task_id=task_id, run_id="bench", index=n, text="x"))
         await asyncio.sleep(0.05)
     await asyncio.wait_for(asyncio.gather(*readers), 120)
-    bl = summary(base)
+    bl = median_p99_ms(base)
     await redis.aclose()
     print(
         f"{clients:>8} {len(latencies):>9} {gw[0]:>10.1f} {gw[1]:>9.1f} "

@@ -18,10 +18,12 @@ async def sse_frames(
     until: Callable[[dict[str, str]], bool] | None = None,
     last_id: str = "",
     connected: asyncio.Event | None = None,
+    received: asyncio.Event | None = None,
 ) -> list[dict[str, str]]:
     """The event frames (fields `id`, `event`, `data`) of GET `url`, sent with `last_id` as
     Last-Event-ID, until `count` frames, a frame `until` accepts, or the end of the stream.
-    `connected` is set once the response has started (the feed's position is fixed by then)."""
+    `connected` is set once the response has started (the feed's position is fixed by then),
+    `received` once the first event frame has arrived."""
     headers = {"Last-Event-ID": last_id} if last_id else {}
     frames: list[dict[str, str]] = []
     current: dict[str, str] = {}
@@ -35,6 +37,8 @@ async def sse_frames(
                 continue
             if "event" in current:
                 frames.append(current)
+                if received is not None:
+                    received.set()
                 if len(frames) == count or (until is not None and until(current)):
                     return frames
             current = {}

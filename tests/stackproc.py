@@ -7,13 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import free_port
+from tests.eventually import eventually_sync
 
 __all__ = ["UpProcess", "ragpoc_up"]
 
@@ -63,16 +63,19 @@ def ragpoc_up(data_dir: Path, env: dict[str, str], startup_s: float = 60) -> Ite
             start_new_session=True,  # its own process group: the SIGKILL fallback reaches all
         )
     up = UpProcess(process, f"http://127.0.0.1:{gateway}", log)
+
+    def is_up() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"ragpoc up exited early:\n{log.read_text()[-4000:]}")
+        return "rag-poc is up" in log.read_text(errors="replace")  # once every service answers
+
     try:
-        deadline = time.monotonic() + startup_s
-        while "rag-poc is up" not in log.read_text(errors="replace"):  # once every service answers
-            if process.poll() is not None:
-                raise AssertionError(f"ragpoc up exited early:\n{log.read_text()[-4000:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"ragpoc up not up in {startup_s:g} s:\n{log.read_text()[-4000:]}"
-                )
-            time.sleep(0.2)
+        eventually_sync(
+            is_up,
+            within=startup_s,
+            interval=0.2,
+            message=lambda: f"ragpoc up not up:\n{log.read_text()[-4000:]}",
+        )
         yield up
     finally:
         up.stop()

@@ -1,4 +1,4 @@
-"""Settings, logging and database plumbing shared by every service."""
+"""Settings, errors, logging, shutdown and the SQL database plumbing every service shares."""
 
 from libs.common.settings import Settings, SettingsError, load_settings
 

@@ -1,7 +1,10 @@
-"""One frozen settings object per process, read from the environment once at start-up.
+"""Settings: frozen structs read from the environment once at start-up, one pattern for all.
 
-Every variable the platform reads is declared here, with its default and meaning; `ragpoc --help`
-prints this table (see `describe_environment`).
+`EnvSettings` is the pattern: a struct subclass declares its fields (type, default, bounds) and an
+`ENVIRONMENT` table (variable -> field, meaning). `from_env()` loads and validates it, failing
+with a `SettingsError` that names the variable; `describe()` is its part of `ragpoc --help`.
+`Settings` holds what every process reads; a service with knobs of its own (the ingestor's
+chunking, mockai's embedding size) owns another `EnvSettings` subclass beside its code.
 """
 
 from __future__ import annotations
@@ -10,17 +13,67 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import ClassVar, Self
 
 import msgspec
 
-__all__ = ["ENVIRONMENT", "Settings", "SettingsError", "describe_environment", "load_settings"]
+from libs.common.errors import RagpocError
+
+__all__ = [
+    "ENVIRONMENT",
+    "EnvSettings",
+    "Settings",
+    "SettingsError",
+    "describe_environment",
+    "load_settings",
+]
 
 
-class SettingsError(Exception):
+class SettingsError(RagpocError, ValueError):
     """A setting in the environment is missing or malformed; the message names the variable."""
 
 
-class Settings(msgspec.Struct, frozen=True, kw_only=True):
+class EnvSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every settings struct: `ENVIRONMENT` maps variable -> (field, meaning); the
+    field's type, bounds and default are the struct's."""
+
+    ENVIRONMENT: ClassVar[dict[str, tuple[str, str]]] = {}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        """Build the settings from the environment, failing fast with the variable's name.
+        An empty variable counts as unset."""
+        env = os.environ if environ is None else environ
+        raw = {
+            field: value
+            for variable, (field, _) in cls.ENVIRONMENT.items()
+            if (value := env.get(variable))
+        }
+        try:
+            return msgspec.convert(raw, cls, strict=False, dec_hook=_decode_path)
+        except msgspec.ValidationError as exc:
+            match = re.search(r"\$\.(\w+)", str(exc))
+            field = match.group(1) if match else ""
+            variable = next((v for v, (f, _) in cls.ENVIRONMENT.items() if f == field), "")
+            if not variable:  # a rule across fields (__post_init__) names its variables itself
+                raise SettingsError(str(exc)) from exc
+            raise SettingsError(f"environment variable {variable} is invalid: {exc}") from exc
+
+    @classmethod
+    def describe(cls) -> str:
+        """One line per variable: its name, meaning and default, for `--help`."""
+        defaults = cls()
+        lines = []
+        for variable, (field, meaning) in cls.ENVIRONMENT.items():
+            default = getattr(defaults, field)
+            shown = f" [default: {default}]" if default not in ("", None) else ""
+            lines.append(f"  {variable:<32} {meaning}{shown}")
+        return "\n".join(lines)
+
+
+class Settings(EnvSettings, frozen=True, kw_only=True):
+    """What every rag-poc process reads."""
+
     data_dir: Path = Path(".ragpoc")
     redis_url: str = ""
     database_url: str = ""
@@ -143,21 +196,12 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
 }
 
 
+Settings.ENVIRONMENT = ENVIRONMENT
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Build the settings from the environment, failing fast with the variable's name."""
-    env = os.environ if environ is None else environ
-    raw: dict[str, str] = {}
-    for variable, (field, _) in ENVIRONMENT.items():
-        value = env.get(variable)
-        if value is not None and value != "":
-            raw[field] = value
-    try:
-        return msgspec.convert(raw, Settings, strict=False, dec_hook=_decode_path)
-    except msgspec.ValidationError as exc:
-        match = re.search(r"\$\.(\w+)", str(exc))
-        field = match.group(1) if match else ""
-        variable = next((v for v, (f, _) in ENVIRONMENT.items() if f == field), field)
-        raise SettingsError(f"environment variable {variable} is invalid: {exc}") from exc
+    """The platform's settings from the environment (`Settings.from_env`)."""
+    return Settings.from_env(environ)
 
 
 def _decode_path(type_: type, value: object) -> object:
@@ -168,10 +212,4 @@ def _decode_path(type_: type, value: object) -> object:
 
 def describe_environment() -> str:
     """A table of every variable, its default and meaning, for `--help`."""
-    defaults = Settings()
-    lines = []
-    for variable, (field, meaning) in ENVIRONMENT.items():
-        default = getattr(defaults, field)
-        shown = f" [default: {default}]" if default not in ("", None) else ""
-        lines.append(f"  {variable:<32} {meaning}{shown}")
-    return "\n".join(lines)
+    return Settings.describe()

@@ -8,6 +8,7 @@ import msgspec
 
 from libs.events.commands import Command, IngestDocuments, RunAgent
 from libs.events.doc import DocEvent
+from libs.events.errors import EventDecodeError
 from libs.events.lock import LockEvent
 from libs.events.run import RunEvent
 from libs.events.task import TaskEvent
@@ -23,10 +24,6 @@ __all__ = [
 ]
 
 AnyEvent = TaskEvent | RunEvent | LockEvent
-
-
-class EventDecodeError(ValueError):
-    """Bytes that are not a known event or command (corrupt entry or unknown `type`)."""
 
 
 _encoder = msgspec.json.Encoder()

@@ -3,7 +3,7 @@
 - creates its group idempotently (`XGROUP CREATE … MKSTREAM`, swallowing only BUSYGROUP);
 - acks an entry only after its handler returned (at-least-once; handlers are idempotent);
 - keeps the claim on the entry in hand fresh while the handler works, so `XAUTOCLAIM` by another
-  member never hands a live entry to a second consumer (PITFALLS #3);
+  member never hands a live entry to a second consumer while its handler still works;
 - reclaims entries left pending by a dead consumer once idle longer than `min_idle_ms`;
 - moves an entry delivered more than `max_deliveries` times to a dead-letter stream with the
   last error as its reason;
@@ -26,6 +26,7 @@ import msgspec
 import redis.asyncio as aioredis
 import structlog
 
+from libs.common.settings import Settings
 from libs.events.names import Keys
 from libs.events.redis_typing import awaitable
 from libs.events.store import Entries
@@ -58,6 +59,15 @@ class ConsumerOptions:
     min_idle_ms: int = 30_000
     max_deliveries: int = 5
     count: int = 1
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConsumerOptions:
+        """The RAGPOC_CONSUMER_* settings."""
+        return cls(
+            block_ms=settings.consumer_block_ms,
+            min_idle_ms=settings.consumer_min_idle_ms,
+            max_deliveries=settings.consumer_max_deliveries,
+        )
 
 
 @dataclass

@@ -20,6 +20,8 @@ class _DocEnvelope(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 
 
 class DocIngested(_DocEnvelope, frozen=True, kw_only=True, tag="doc.ingested"):
+    """A document is searchable: cut into `chunks`, embedded with `dims` dimensions."""
+
     title: str = ""
     source: str = ""
     chunks: int
@@ -29,6 +31,8 @@ class DocIngested(_DocEnvelope, frozen=True, kw_only=True, tag="doc.ingested"):
 
 
 class DocFailed(_DocEnvelope, frozen=True, kw_only=True, tag="doc.failed"):
+    """A document could not be indexed; `reason` says why."""
+
     reason: str
 
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from libs.events.envelope import Event
 
 __all__ = [
+    "CONFLICT_LAYERS",
+    "AcquiredBy",
+    "ConflictLayer",
     "LockAcquired",
     "LockConflict",
     "LockEvent",
@@ -13,19 +18,28 @@ __all__ = [
     "LockReleased",
 ]
 
+# The duplicate-protection check that refused a run: the up-front look at the lock, the lock
+# itself, or the database claim.
+ConflictLayer = Literal["precheck", "lock", "db"]
+CONFLICT_LAYERS: tuple[ConflictLayer, ...] = get_args(ConflictLayer)
+
+# Who took a lock: the gateway on request, or a runner that re-acquired it after it lapsed
+# ("" in events written before the field existed).
+AcquiredBy = Literal["gateway", "runner", ""]
+
 
 class LockAcquired(Event, frozen=True, kw_only=True, tag="lock.acquired"):
     """`run_id` took the task's lock with fencing token `fence` for `ttl_ms`."""
 
     ttl_ms: int
-    by: str = ""  # "gateway" (on request) or "runner" (re-acquired after expiry)
+    by: AcquiredBy = ""
 
 
 class LockConflict(Event, frozen=True, kw_only=True, tag="lock.conflict"):
     """A request (`run_id`) was refused with 409 because `holder_run_id` has the task.
     `layer` is the check that caught it: "precheck", "lock" or "db"."""
 
-    layer: str
+    layer: ConflictLayer
     holder_run_id: str = ""
     expires_at: float | None = None
 
@@ -43,7 +57,7 @@ class LockExpired(Event, frozen=True, kw_only=True, tag="lock.expired"):
 
 
 class LockReleased(Event, frozen=True, kw_only=True, tag="lock.released"):
-    pass
+    """The run released the task's lock (in the same step as this event): the task is free."""
 
 
 LockEvent = LockAcquired | LockConflict | LockLost | LockExpired | LockReleased

@@ -9,7 +9,8 @@ Redis clock) and its safety bounds, each the lowest entry id that must be kept:
   per partition, filled by the append scripts, scored by the ms of a stream's oldest entry) says
   which streams to visit; a stream the trim leaves empty is dropped from it in the same step;
 - a command stream keeps every group's oldest pending entry and what lies after every group's
-  last-delivered id (PITFALLS #4); a stream without a group keeps everything, since a group
+  last-delivered id (trimming a pending entry would lose its work: XAUTOCLAIM would report it
+  deleted); a stream without a group keeps everything, since a group
   created later reads it from the start;
 - the docs stream is trimmed by age only. Dead-letter streams are never trimmed.
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 import redis.asyncio as aioredis
 
@@ -129,9 +130,13 @@ class ArchiveBounds(Protocol):
         ...
 
 
+# What a trimmed stream is: a partition log, a task's stream, a command stream or the docs stream.
+StreamKind = Literal["partition", "task", "commands", "docs"]
+
+
 @dataclass(frozen=True, slots=True)
 class StreamTrim:
-    kind: str  # "partition", "task", "commands" or "docs"
+    kind: StreamKind
     stream: str
     bound: str | None  # the MINID used; None when nothing may go
     removed: int  # entries removed (in a dry run: that would be)
@@ -286,7 +291,9 @@ class Trimmer:
                     keep.append(str(summary["min"]))
         return keep
 
-    async def _trim(self, kind: str, stream: str, bound: str | None, dry_run: bool) -> StreamTrim:
+    async def _trim(
+        self, kind: StreamKind, stream: str, bound: str | None, dry_run: bool
+    ) -> StreamTrim:
         if bound is None:
             return StreamTrim(kind, stream, None, 0)
         if dry_run:

@@ -5,18 +5,24 @@ partition log (what the projector follows), and the task is added to its partiti
 (what the trimmer visits). All keys share the partition's hash tag. When a lock key and token
 are given the script first checks that the caller still holds the task's lock, so a paused
 "zombie" runner's events never reach the log.
+
+Every reader comes in two kinds: `*_entries` return an entry that is not a known event as an
+`Undecodable` (for tools that show a stream as it is), `*_events` (and `log_range`, `follow`)
+raise EventDecodeError at it.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from libs.events.codec import AnyEvent, decode_event, encode
+from libs.events.errors import EventDecodeError, LockNotHeld
 from libs.events.ids import entry_key
 from libs.events.names import Keys
 
@@ -28,8 +34,11 @@ __all__ = [
     "Entries",
     "EventStore",
     "LockNotHeld",
+    "StoredEntry",
     "StoredEvent",
+    "Undecodable",
     "connect_redis",
+    "decoded",
     "holds_everything_from",
     "last_generated_id",
 ]
@@ -64,10 +73,6 @@ _APPEND_OUTCOME = (
 _APPEND_RELEASE = _CHECK_LOCK + _APPEND_BOTH + "redis.call('DEL', KEYS[4])\nreturn {id, log_id}\n"
 
 
-class LockNotHeld(Exception):
-    """The run tried to append under a lock it no longer holds; nothing was written."""
-
-
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
     """An event as read from a stream. `entry_id` is the id in the stream it was read from;
@@ -76,6 +81,25 @@ class StoredEvent:
     entry_id: str
     stream_id: str
     event: AnyEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """A stream entry that is not a known event (damaged, or written by hand or by a newer
+    version): what its fields say and why it did not decode. The `*_entries` readers return it
+    where the `*_events` readers raise EventDecodeError. `type` is its `type` field ("" when it
+    has none); `task_id` its `task` field, or the task whose stream was read (None when
+    neither says)."""
+
+    entry_id: str
+    stream_id: str
+    type: str
+    task_id: int | None
+    error: str
+
+
+# What the `*_entries` readers return for each entry.
+StoredEntry: TypeAlias = StoredEvent | Undecodable
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,12 +162,37 @@ async def holds_everything_from(redis: aioredis.Redis, stream: str, low: str) ->
     return first is not None and entry_key(first[0]) <= entry_key(low)
 
 
-def _decode_entry(entry_id: str, fields: dict[str, str]) -> StoredEvent:
-    return StoredEvent(
-        entry_id=entry_id,
-        stream_id=fields.get("sid", entry_id),
-        event=decode_event(fields["data"]),
-    )
+def _read_entry(entry_id: str, fields: dict[str, str], task_id: int | None = None) -> StoredEntry:
+    stream_id = fields.get("sid", entry_id)
+    try:
+        event = decode_event(fields.get("data", ""))
+    except EventDecodeError as exc:
+        task = fields.get("task", "")
+        if task.isdigit():
+            task_id = int(task)
+        return Undecodable(entry_id, stream_id, fields.get("type", ""), task_id, str(exc))
+    return StoredEvent(entry_id=entry_id, stream_id=stream_id, event=event)
+
+
+def _event_of(entry: StoredEntry) -> StoredEvent:
+    if isinstance(entry, Undecodable):
+        raise EventDecodeError(entry.error)
+    return entry
+
+
+def decoded(entries: Sequence[StoredEntry]) -> list[StoredEvent]:
+    """`entries` as events; raises EventDecodeError at the first that is not one."""
+    return [_event_of(entry) for entry in entries]
+
+
+def _range_start(after: str, low: str) -> str:
+    """The XRANGE start of the entries after `after` (exclusive; "-", "", "0" or "0-0" for
+    none) and at or after `low` (inclusive, "-" for none; a bare ms means its seq 0)."""
+    if after in ("-", "0", "0-0", ""):
+        return low
+    if low != "-" and entry_key(low) > entry_key(after):
+        return low
+    return f"({after}"
 
 
 class EventStore:
@@ -200,42 +249,83 @@ class EventStore:
         outcome = await self.redis.get(self.keys.run_outcome(task_id, run_id))
         return cast(str | None, outcome)
 
-    async def task_events(
-        self, task_id: int, *, after: str = "-", count: int | None = None
-    ) -> list[StoredEvent]:
-        """The task's events after entry id `after` (exclusive), oldest first."""
-        start = "-" if after in ("-", "0", "0-0", "") else f"({after}"
-        entries = cast(
-            Entries,
-            await self.redis.xrange(self.keys.task_events(task_id), start, "+", count=count),
-        )
-        return [_decode_entry(entry_id, fields) for entry_id, fields in entries]
+    async def task_entries(
+        self,
+        task_id: int,
+        *,
+        after: str = "-",
+        low: str = "-",
+        high: str = "+",
+        count: int | None = None,
+    ) -> list[StoredEntry]:
+        """The task's entries after entry id `after` (exclusive) and within [low, high]
+        (inclusive; a bare ms covers its whole millisecond), oldest first, at most `count`. An
+        entry that is not a known event comes back as Undecodable."""
+        stream = self.keys.task_events(task_id)
+        start = _range_start(after, low)
+        entries = cast(Entries, await self.redis.xrange(stream, start, high, count=count))
+        return [_read_entry(entry_id, fields, task_id) for entry_id, fields in entries]
 
-    async def log_range(
-        self, partition: int, low: str, high: str, *, count: int | None = None, newest: bool = False
+    async def task_events(
+        self,
+        task_id: int,
+        *,
+        after: str = "-",
+        low: str = "-",
+        high: str = "+",
+        count: int | None = None,
     ) -> list[StoredEvent]:
+        """`task_entries`, raising EventDecodeError at an entry that is not a known event."""
+        entries = await self.task_entries(task_id, after=after, low=low, high=high, count=count)
+        return decoded(entries)
+
+    async def log_entries(
+        self, partition: int, low: str, high: str, *, count: int | None = None, newest: bool = False
+    ) -> list[StoredEntry]:
         """The partition log's entries with ids in [low, high], oldest first; with `count`, the
-        first `count` of them, or the last `count` when `newest`."""
+        first `count` of them, or the last `count` when `newest`. An entry that is not a known
+        event comes back as Undecodable."""
         log_key = self.keys.partition_log(partition)
         if newest:
             reply = await self.redis.xrevrange(log_key, high, low, count=count)
             entries = list(reversed(cast(Entries, reply)))
         else:
             entries = cast(Entries, await self.redis.xrange(log_key, low, high, count=count))
-        return [_decode_entry(entry_id, fields) for entry_id, fields in entries]
+        return [_read_entry(entry_id, fields) for entry_id, fields in entries]
 
-    async def follow(
+    async def log_range(
+        self, partition: int, low: str, high: str, *, count: int | None = None, newest: bool = False
+    ) -> list[StoredEvent]:
+        """`log_entries`, raising EventDecodeError at an entry that is not a known event."""
+        return decoded(await self.log_entries(partition, low, high, count=count, newest=newest))
+
+    async def follow_entries(
         self, streams: Sequence[str], after: dict[str, str], *, block_ms: int = 1000
-    ) -> AsyncGenerator[tuple[str, StoredEvent] | None, None]:
-        """Yield (stream, event) as entries arrive after the given ids, and None each time a
-        read waited `block_ms` with nothing new (callers use it for heartbeats); forever."""
+    ) -> AsyncGenerator[tuple[str, StoredEntry] | None, None]:
+        """Yield (stream, entry) as entries arrive after the given ids, and None each time a
+        read waited `block_ms` with nothing new (callers use it for heartbeats); forever. The
+        entries one read returns from several streams come in entry-id order. An entry that is
+        not a known event comes as Undecodable."""
         positions = {stream: after.get(stream, "0-0") for stream in streams}
         while True:
             reply = await self.redis.xread(positions, count=100, block=block_ms)  # type: ignore[arg-type]
             if not reply:
                 yield None
                 continue
-            for stream, entries in cast(list[tuple[str, Entries]], reply):
-                for entry_id, fields in entries:
-                    positions[stream] = entry_id
-                    yield stream, _decode_entry(entry_id, fields)
+            arrived = [
+                (entry_key(entry_id), stream, entry_id, fields)
+                for stream, entries in cast(list[tuple[str, Entries]], reply)
+                for entry_id, fields in entries
+            ]
+            arrived.sort(key=lambda arrival: arrival[0])  # stable: a stream's order stays
+            for _, stream, entry_id, fields in arrived:
+                positions[stream] = entry_id
+                yield stream, _read_entry(entry_id, fields)
+
+    async def follow(
+        self, streams: Sequence[str], after: dict[str, str], *, block_ms: int = 1000
+    ) -> AsyncGenerator[tuple[str, StoredEvent] | None, None]:
+        """`follow_entries`, raising EventDecodeError at an entry that is not a known event."""
+        async with aclosing(self.follow_entries(streams, after, block_ms=block_ms)) as entries:
+            async for item in entries:
+                yield None if item is None else (item[0], _event_of(item[1]))

@@ -8,6 +8,8 @@ __all__ = ["TaskCreated", "TaskEvent"]
 
 
 class TaskCreated(Event, frozen=True, kw_only=True, tag="task.created"):
+    """A task was created."""
+
     title: str
     description: str = ""
 

@@ -1,10 +1,11 @@
-"""SQL read models: schema, pure projections, the projector's writer and read queries."""
+"""SQL read models: schema, pure projections, the projector's writer, read queries, the event
+archive (history Redis trimmed) and rebuild."""
 
-from libs.events.ids import entry_key, is_after
-from libs.readmodels.engine import create_engine, create_schema
 from libs.readmodels.projection import (
     ActivityItem,
+    RunStatus,
     RunView,
+    TaskStatus,
     TaskView,
     project_run,
     project_task,
@@ -23,15 +24,13 @@ from libs.readmodels.writer import LostRace, apply_batch, load_positions
 __all__ = [
     "ActivityItem",
     "LostRace",
+    "RunStatus",
     "RunView",
+    "TaskStatus",
     "TaskView",
     "apply_batch",
     "archived_task_events",
-    "create_engine",
-    "create_schema",
-    "entry_key",
     "get_task",
-    "is_after",
     "list_activity",
     "list_runs",
     "list_tasks",

@@ -5,19 +5,25 @@ returned (the "gap"): an entry missing from Redis at that moment was trimmed, on
 entries are ever trimmed, so the archive, read afterwards, holds it. The other order could miss
 an entry archived and trimmed between the two reads.
 
+The readers take the archive's engine, or None when there is none to read (a debugging tool
+run where no database exists): then they return what Redis holds. With `lenient=True` an entry
+of a stream that is not a known event comes back as `Undecodable` instead of raising
+EventDecodeError (archived events always decode: the projector decoded them).
+
 `SqlArchive` tells the trimmer (`libs.events.retention`) how far the archive reaches.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, overload
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.events import EventStore, StoredEvent, decode_event
 from libs.events.ids import entry_key, is_after
-from libs.events.store import holds_everything_from
+from libs.events.store import StoredEntry, Undecodable, decoded, holds_everything_from
 from libs.readmodels.queries import archived_task_events
 from libs.readmodels.schema import event_archive
 from libs.readmodels.writer import load_positions
@@ -43,8 +49,10 @@ def format_key(key: EntryKey) -> str:
     return f"{key[0]}-{key[1]}"
 
 
-def _tag(stored: StoredEvent) -> str:
-    return str(type(stored.event).__struct_config__.tag)
+def _type_of(entry: StoredEntry) -> str:
+    if isinstance(entry, Undecodable):
+        return entry.type
+    return str(type(entry.event).__struct_config__.tag)
 
 
 # ---------------------------------------------------------------- a task's stream
@@ -57,35 +65,89 @@ async def task_gap(
     after: str,
     first_in_redis: str | None,
     types: frozenset[str] | None = None,
+    low: EntryKey = FIRST_KEY,
+    high: EntryKey = LAST_KEY,
 ) -> list[StoredEvent]:
-    """The task's archived events after `after` and before `first_in_redis` (the oldest entry a
-    read of its stream after `after` returned; None if it returned nothing), oldest first."""
+    """The task's archived events after `after`, within [low, high] and before `first_in_redis`
+    (the oldest entry a read of its stream in that range returned; None if it returned
+    nothing), oldest first. All of them are task-stream ids."""
     return [
         stored
         for stored in await archived_task_events(engine, task_id, types=types)
         if is_after(stored.stream_id, after)
+        and low <= entry_key(stored.stream_id) <= high
         and (first_in_redis is None or is_after(first_in_redis, stored.stream_id))
     ]
 
 
+@overload
 async def task_history(
     store: EventStore,
-    engine: AsyncEngine,
+    engine: AsyncEngine | None,
+    task_id: int,
+    *,
+    after: str = ...,
+    low: EntryKey = ...,
+    high: EntryKey = ...,
+    limit: int | None = ...,
+    types: frozenset[str] | None = ...,
+    lenient: Literal[False] = ...,
+) -> list[StoredEvent]: ...
+
+
+@overload
+async def task_history(
+    store: EventStore,
+    engine: AsyncEngine | None,
+    task_id: int,
+    *,
+    after: str = ...,
+    low: EntryKey = ...,
+    high: EntryKey = ...,
+    limit: int | None = ...,
+    types: frozenset[str] | None = ...,
+    lenient: Literal[True],
+) -> list[StoredEntry]: ...
+
+
+async def task_history(
+    store: EventStore,
+    engine: AsyncEngine | None,
     task_id: int,
     *,
     after: str = "0-0",
+    low: EntryKey = FIRST_KEY,
+    high: EntryKey = LAST_KEY,
+    limit: int | None = None,
     types: frozenset[str] | None = None,
-) -> list[StoredEvent]:
-    """The task's events after task-stream id `after` (only those of `types`, if given), oldest
-    first: from the archive for whatever Redis trimmed, then from the stream."""
-    in_redis = await store.task_events(task_id, after=after)
+    lenient: bool = False,
+) -> list[StoredEvent] | list[StoredEntry]:
+    """The task's events after task-stream id `after` (exclusive) and within [low, high]
+    (inclusive), only those of `types` if given, at most `limit` (the oldest), oldest first:
+    from the archive for whatever Redis trimmed, then from the stream."""
+    if limit == 0:
+        return []
+    in_redis = await store.task_entries(
+        task_id,
+        after=after,
+        low=format_key(low),
+        high=format_key(high),
+        count=limit if types is None else None,  # with types, the limit counts what is kept
+    )
     first = in_redis[0].stream_id if in_redis else None
     if types is not None:
-        in_redis = [stored for stored in in_redis if _tag(stored) in types]
-    if await holds_everything_from(store.redis, store.keys.task_events(task_id), after):
-        return in_redis  # the common case: no SQL query
-    gap = await task_gap(engine, task_id, after=after, first_in_redis=first, types=types)
-    return gap + in_redis
+        in_redis = [entry for entry in in_redis if _type_of(entry) in types]
+    entries: list[StoredEntry] = in_redis
+    start = format_key(max(entry_key(after), low))
+    if engine is not None and not await holds_everything_from(
+        store.redis, store.keys.task_events(task_id), start
+    ):  # only then is SQL read: something in the range was trimmed
+        gap = await task_gap(
+            engine, task_id, after=after, first_in_redis=first, types=types, low=low, high=high
+        )
+        entries = [*gap, *in_redis]
+    entries = entries[:limit]
+    return entries if lenient else decoded(entries)
 
 
 # ---------------------------------------------------------------- a partition's log
@@ -141,31 +203,63 @@ async def partition_gap(
     return found[::-1] if newest else found
 
 
+@overload
 async def partition_events(
     store: EventStore,
-    engine: AsyncEngine,
+    engine: AsyncEngine | None,
+    partition: int,
+    *,
+    low: EntryKey = ...,
+    high: EntryKey = ...,
+    limit: int | None = ...,
+    newest: bool = ...,
+    lenient: Literal[False] = ...,
+) -> list[StoredEvent]: ...
+
+
+@overload
+async def partition_events(
+    store: EventStore,
+    engine: AsyncEngine | None,
+    partition: int,
+    *,
+    low: EntryKey = ...,
+    high: EntryKey = ...,
+    limit: int | None = ...,
+    newest: bool = ...,
+    lenient: Literal[True],
+) -> list[StoredEntry]: ...
+
+
+async def partition_events(
+    store: EventStore,
+    engine: AsyncEngine | None,
     partition: int,
     *,
     low: EntryKey = FIRST_KEY,
     high: EntryKey = LAST_KEY,
     limit: int | None = None,
     newest: bool = False,
-) -> list[StoredEvent]:
+    lenient: bool = False,
+) -> list[StoredEvent] | list[StoredEntry]:
     """The partition log's events in [low, high], at most `limit` (the oldest, or with `newest`
     the newest), oldest first: from the archive for whatever Redis trimmed, then the log."""
     if limit == 0:
         return []
-    in_redis = await store.log_range(
+    in_redis = await store.log_entries(
         partition, format_key(low), format_key(high), count=limit, newest=newest
     )
+    entries: list[StoredEntry] = in_redis
     log_key = store.keys.partition_log(partition)
-    if await holds_everything_from(store.redis, log_key, format_key(low)):
-        return in_redis  # the common case: no SQL query
-    redis_ids = [stored.entry_id for stored in in_redis]
-    gap = await partition_gap(
-        engine, partition, redis_ids, low=low, high=high, limit=limit, newest=newest
-    )
-    return (gap + in_redis)[:limit]
+    if engine is not None and not await holds_everything_from(
+        store.redis, log_key, format_key(low)
+    ):  # only then is SQL read: something in the range was trimmed
+        redis_ids = [entry.entry_id for entry in in_redis]
+        gap = await partition_gap(
+            engine, partition, redis_ids, low=low, high=high, limit=limit, newest=newest
+        )
+        entries = [*gap, *in_redis][:limit]
+    return entries if lenient else decoded(entries)
 
 
 # ---------------------------------------------------------------- the trimmer's bounds

@@ -6,6 +6,8 @@ through the same functions, so live and rebuilt read models cannot differ.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import msgspec
 from msgspec.structs import replace
 
@@ -26,14 +28,43 @@ from libs.events import (
     TaskCreated,
 )
 
-__all__ = ["ActivityItem", "RunView", "TaskView", "project_run", "project_task", "summarize"]
+__all__ = [
+    "ActivityItem",
+    "RunStatus",
+    "RunView",
+    "TaskStatus",
+    "TaskView",
+    "project_run",
+    "project_task",
+    "summarize",
+]
+
+
+class TaskStatus(StrEnum):
+    NEW = "new"
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    SUPERSEDED = "superseded"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (RunStatus.DONE, RunStatus.FAILED, RunStatus.SUPERSEDED)
 
 
 class TaskView(msgspec.Struct, frozen=True, kw_only=True):
     id: int
     title: str
     description: str
-    status: str
+    status: TaskStatus
     created_at: float
     updated_at: float
     last_run_id: str = ""
@@ -45,7 +76,7 @@ class TaskView(msgspec.Struct, frozen=True, kw_only=True):
 class RunView(msgspec.Struct, frozen=True, kw_only=True):
     run_id: str
     task_id: int
-    status: str
+    status: RunStatus
     requested_at: float
     fence: int = 0
     query: str = ""
@@ -73,7 +104,7 @@ def project_task(task: TaskView | None, event: AnyEvent) -> TaskView | None:
                 id=event.task_id,
                 title=event.title,
                 description=event.description,
-                status="new",
+                status=TaskStatus.NEW,
                 created_at=event.at,
                 updated_at=event.at,
             )
@@ -82,7 +113,7 @@ def project_task(task: TaskView | None, event: AnyEvent) -> TaskView | None:
         case RunRequested():
             return replace(
                 task,
-                status="queued",
+                status=TaskStatus.QUEUED,
                 last_run_id=event.run_id,
                 last_error="",
                 runs=task.runs + 1,
@@ -91,14 +122,18 @@ def project_task(task: TaskView | None, event: AnyEvent) -> TaskView | None:
         case _ if event.run_id != task.last_run_id:
             return task  # a late event of an older run does not move the task
         case RunStarted():
-            return replace(task, status="running", updated_at=event.at)
+            return replace(task, status=TaskStatus.RUNNING, updated_at=event.at)
         case RunCompleted():
-            return replace(task, status="done", last_answer=event.answer, updated_at=event.at)
+            return replace(
+                task, status=TaskStatus.DONE, last_answer=event.answer, updated_at=event.at
+            )
         case RunFailed():
-            return replace(task, status="failed", last_error=event.reason, updated_at=event.at)
+            return replace(
+                task, status=TaskStatus.FAILED, last_error=event.reason, updated_at=event.at
+            )
         case RunSuperseded():
             error = f"superseded: {event.reason}"
-            return replace(task, status="failed", last_error=error, updated_at=event.at)
+            return replace(task, status=TaskStatus.FAILED, last_error=error, updated_at=event.at)
         case _:
             return task
 
@@ -111,7 +146,7 @@ def project_run(run: RunView | None, event: AnyEvent) -> RunView | None:
             return RunView(
                 run_id=event.run_id,
                 task_id=event.task_id,
-                status="queued",
+                status=RunStatus.QUEUED,
                 fence=event.fence,
                 query=event.query,
                 requested_at=event.at,
@@ -120,13 +155,15 @@ def project_run(run: RunView | None, event: AnyEvent) -> RunView | None:
             return None
         case RunStarted():
             fence = max(run.fence, event.fence)
-            return replace(run, status="running", started_at=event.at, fence=fence)
+            return replace(run, status=RunStatus.RUNNING, started_at=event.at, fence=fence)
         case RunCompleted():
-            return replace(run, status="done", answer=event.answer, finished_at=event.at)
+            return replace(run, status=RunStatus.DONE, answer=event.answer, finished_at=event.at)
         case RunFailed():
-            return replace(run, status="failed", error=event.reason, finished_at=event.at)
+            return replace(run, status=RunStatus.FAILED, error=event.reason, finished_at=event.at)
         case RunSuperseded():
-            return replace(run, status="superseded", error=event.reason, finished_at=event.at)
+            return replace(
+                run, status=RunStatus.SUPERSEDED, error=event.reason, finished_at=event.at
+            )
         case LockAcquired() if event.fence > run.fence:
             return replace(run, fence=event.fence)
         case _:

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from libs.common.database import create_schema, metadata
 from libs.events import StoredEvent, decode_event
-from libs.readmodels.engine import create_schema
-from libs.readmodels.schema import READ_MODELS, event_archive, metadata
+from libs.readmodels.schema import READ_MODELS, event_archive
 from libs.readmodels.writer import apply_batch
 
 __all__ = ["RebuildReport", "drop_read_models", "rebuild_from_archive"]

@@ -1,21 +1,19 @@
-"""The SQL read models (written only by the projector) and the projector's positions."""
+"""The SQL read models (written only by the projector), its positions and the event archive."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
+from libs.common.database import metadata
+
 __all__ = [
     "READ_MODELS",
     "activity",
     "event_archive",
-    "metadata",
     "projector_positions",
-    "run_claims",
     "runs",
     "tasks",
 ]
-
-metadata = sa.MetaData()
 
 tasks = sa.Table(
     "tasks",
@@ -82,19 +80,6 @@ event_archive = sa.Table(
     sa.Column("type", sa.String(32), nullable=False),
     sa.Column("body", sa.Text, nullable=False),
     sa.Index("ix_events_replay_order", "partition", "log_ms", "log_seq"),
-)
-
-# Command-side state, not a read model: the duplicate-protection guard (one row per task),
-# written only by the lock protocol (gateway on request, runner on start/finish), never shown.
-run_claims = sa.Table(
-    "run_claims",
-    metadata,
-    sa.Column("task_id", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("run_id", sa.String(64), nullable=False),
-    sa.Column("fence", sa.BigInteger, nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("expires_at", sa.Float, nullable=False),
-    sa.Column("updated_at", sa.Float, nullable=False),
 )
 
 # What `ragpoc rebuild` drops and recreates from the archive.

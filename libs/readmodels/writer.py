@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from libs.events import StoredEvent, encode
 from libs.events.ids import entry_key, is_after
+from libs.readmodels.errors import LostRace
 from libs.readmodels.projection import RunView, TaskView, project_run, project_task, summarize
 from libs.readmodels.queries import from_row
 from libs.readmodels.schema import activity, event_archive, projector_positions, runs, tasks
@@ -113,10 +114,6 @@ async def _apply(
             if updated.rowcount != 1:
                 raise LostRace
         return new_position
-
-
-class LostRace(Exception):
-    """Another projector advanced the position first; this transaction rolls back."""
 
 
 async def _save(

@@ -11,9 +11,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from libs.claims import claim_task, get_claim
+from libs.commandside.claims import claim_task, get_claim
+from libs.commandside.locks import Holder, Lease
 from libs.events import LockAcquired, LockConflict
-from libs.events.locks import Holder, Lease
+from libs.events.lock import ConflictLayer
 from services.gateway.context import GatewayContext
 
 __all__ = ["Admitted", "Refused", "admit_run", "precheck"]
@@ -26,13 +27,13 @@ class Admitted:
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    layer: str
+    layer: ConflictLayer
     holder_run_id: str
     expires_at: float | None
 
 
 async def _refuse(
-    ctx: GatewayContext, task_id: int, run_id: str, layer: str, holder: Holder | None
+    ctx: GatewayContext, task_id: int, run_id: str, layer: ConflictLayer, holder: Holder | None
 ) -> Refused:
     refused = Refused(
         layer=layer,

@@ -5,23 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.responses import FileResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
+from libs.commandside.locks import TaskLocks
 from libs.common import Settings
+from libs.common.database import create_engine, create_schema
 from libs.events import EventStore, Keys, connect_redis
-from libs.events.locks import TaskLocks
-from libs.readmodels import create_engine, create_schema
 from services.gateway.context import GatewayContext
-from services.gateway.errors import (
-    ApiError,
-    api_error_handler,
-    http_error_handler,
-    unexpected_error_handler,
-)
+from services.gateway.errors import EXCEPTION_HANDLERS
 from services.gateway.health import health, ready
 from services.gateway.hub import EventHub
 from services.gateway.ingest_api import ingest, search
@@ -36,10 +32,20 @@ from services.gateway.tasks_api import create_task, list_all_tasks, read_task, r
 __all__ = ["create_app"]
 
 STATIC = Path(__file__).parent / "static"
+# The web UI's files are revalidated (ETag) on every load, so an upgrade never pairs a new page
+# with modules cached from the old one.
+NO_CACHE = {"cache-control": "no-cache"}
+
+
+class UiFiles(StaticFiles):
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers.update(NO_CACHE)
+        return response
 
 
 async def index(_request: object) -> Response:
-    return FileResponse(STATIC / "index.html")
+    return FileResponse(STATIC / "index.html", headers=NO_CACHE)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -74,6 +80,7 @@ def create_app(settings: Settings) -> Starlette:
 
     routes = [
         Route("/", index),
+        Mount("/static", app=UiFiles(directory=STATIC), name="static"),
         Route("/health", health),
         Route("/ready", ready),
         Route("/metrics", metrics_endpoint),
@@ -92,9 +99,5 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={
-            ApiError: api_error_handler,
-            HTTPException: http_error_handler,
-            Exception: unexpected_error_handler,
-        },
+        exception_handlers=EXCEPTION_HANDLERS,
     )

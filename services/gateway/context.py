@@ -10,12 +10,13 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 
+from libs.commandside.idempotency import IdempotencyKeys
+from libs.commandside.locks import TaskLocks
 from libs.common import Settings
 from libs.events import Appended, EventStore, Keys
-from libs.events.locks import TaskLocks
-from libs.readmodels import is_after, projected_position
+from libs.events.ids import is_after
+from libs.readmodels import projected_position
 from services.gateway.hub import EventHub
-from services.gateway.idempotency import IdempotencyKeys
 
 __all__ = ["GatewayContext", "context_of"]
 

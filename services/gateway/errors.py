@@ -1,4 +1,9 @@
-"""Errors that reach an HTTP client: a status, a message that says what to do, JSON always."""
+"""Errors that reach an HTTP client: a status, a message that says what to do, JSON always.
+
+The one place where exceptions become HTTP answers: `ApiError` carries its own status, the
+libraries' errors that a client can cause are mapped by `ERROR_STATUS`, Starlette's
+`HTTPException` keeps its status, and anything else is a 500 that is logged.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,17 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-__all__ = ["ApiError", "api_error_handler", "http_error_handler", "unexpected_error_handler"]
+from libs.commandside.errors import InvalidIdempotencyKey, UnsettledIdempotencyKey
+from libs.common.errors import RagpocError
+
+__all__ = ["ERROR_STATUS", "EXCEPTION_HANDLERS", "ApiError", "error_response"]
 
 log = structlog.get_logger(__name__)
 
 
-class ApiError(Exception):
+class ApiError(RagpocError):
+    """An answer to the client: its HTTP status, a message that says what to do, details."""
+
     def __init__(self, status: int, message: str, **detail: Any) -> None:
         super().__init__(message)
         self.status = status
@@ -26,9 +36,20 @@ def error_response(status: int, message: str, **detail: Any) -> JSONResponse:
     return JSONResponse({"error": {"status": status, "message": message, **detail}}, status)
 
 
-async def api_error_handler(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.message, **exc.detail)
+# Library errors a client's request can cause -> the status they are answered with.
+ERROR_STATUS: dict[type[RagpocError], int] = {
+    InvalidIdempotencyKey: 422,
+    UnsettledIdempotencyKey: 503,
+}
+
+
+async def ragpoc_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.message, **exc.detail)
+    status = next((code for kind, code in ERROR_STATUS.items() if isinstance(exc, kind)), None)
+    if status is None:
+        return await unexpected_error_handler(request, exc)
+    return error_response(status, str(exc))
 
 
 async def http_error_handler(_request: Request, exc: Exception) -> JSONResponse:
@@ -39,3 +60,10 @@ async def http_error_handler(_request: Request, exc: Exception) -> JSONResponse:
 async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
     log.error("http.unexpected_error", path=request.url.path, exc_info=exc)
     return error_response(500, "internal error: see the gateway log", type=type(exc).__name__)
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+    RagpocError: ragpoc_error_handler,
+    HTTPException: http_error_handler,
+    Exception: unexpected_error_handler,
+}

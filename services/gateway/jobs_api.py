@@ -18,10 +18,12 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from libs.commandside.claims import queued_claims
 from libs.events import INGESTORS_GROUP, RUNNERS_GROUP
 from libs.events.store import Entries
 from libs.events.workers import WorkerInfo, WorkerRegistry
-from libs.readmodels.schema import run_claims, runs
+from libs.readmodels import RunStatus
+from libs.readmodels.schema import runs
 from services.gateway.context import GatewayContext, context_of
 
 __all__ = ["jobs"]
@@ -30,7 +32,7 @@ PENDING_LIMIT = 100
 DEAD_LETTER_LIMIT = 50
 FAILED_RUNS_LIMIT = 20
 WAITING_LIMIT = 50
-FAILED_STATES = ("failed", "superseded")
+FAILED_STATES = (RunStatus.FAILED, RunStatus.SUPERSEDED)
 
 
 def iso(at: float | None) -> str | None:
@@ -191,21 +193,14 @@ async def _pending_runs(redis: aioredis.Redis, runner: ServiceView) -> dict[str,
 
 
 async def _waiting(ctx: GatewayContext, runner: ServiceView) -> list[dict[str, Any]]:
-    query = (
-        sa.select(run_claims)
-        .where(run_claims.c.state == "queued")
-        .order_by(run_claims.c.updated_at)
-        .limit(WAITING_LIMIT)
-    )
-    async with ctx.engine.connect() as conn:
-        claims = (await conn.execute(query)).mappings().all()
+    claims = await queued_claims(ctx.engine, limit=WAITING_LIMIT)
     if not claims:
         return []
     pending_by_run = await _pending_runs(ctx.redis, runner)
     now = time.time()
     waiting: list[dict[str, Any]] = []
     for claim in claims:
-        task_id, run_id = int(claim["task_id"]), str(claim["run_id"])
+        task_id, run_id = claim.task_id, claim.run_id
         holder = await ctx.locks.holder(task_id)
         pending = pending_by_run.get(run_id)
         if holder is not None and holder.run_id != run_id:
@@ -222,9 +217,9 @@ async def _waiting(ctx: GatewayContext, runner: ServiceView) -> list[dict[str, A
             {
                 "task_id": task_id,
                 "run_id": run_id,
-                "queued_at": iso(float(claim["updated_at"])),
-                "claim_expires_at": iso(float(claim["expires_at"])),
-                "claim_expired": float(claim["expires_at"]) < now,
+                "queued_at": iso(claim.updated_at),
+                "claim_expires_at": iso(claim.expires_at),
+                "claim_expired": claim.expires_at < now,
                 "entry_id": None if pending is None else pending["id"],
                 "reason": reason,
             }

@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from starlette.requests import Request
 from starlette.responses import Response
 
+from libs.events.lock import CONFLICT_LAYERS
 from libs.events.stats import DURATION_BUCKETS, RunStats
 from services.gateway.context import context_of
 
@@ -36,7 +37,7 @@ RUNS_REJECTED = Counter(
     "Runs refused with 409, by the duplicate-protection layer that caught them",
     ["layer"],
 )
-for _layer in ("precheck", "lock", "db"):
+for _layer in CONFLICT_LAYERS:
     RUNS_REJECTED.labels(layer=_layer)
 
 

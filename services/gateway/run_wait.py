@@ -12,7 +12,6 @@ from services.gateway.context import GatewayContext
 from services.gateway.errors import ApiError
 
 __all__ = [
-    "TERMINAL_STATUSES",
     "RunOutcome",
     "archived_outcome",
     "wait_for_outcome",
@@ -20,7 +19,6 @@ __all__ = [
 ]
 
 RunOutcome = RunCompleted | RunFailed | RunSuperseded
-TERMINAL_STATUSES = frozenset({"done", "failed", "superseded"})
 OUTCOME_TYPES = frozenset({"run.completed", "run.failed", "run.superseded"})
 MAX_WAIT_SECONDS = 300.0
 RELEASE_GRACE_S = 5.0

@@ -13,6 +13,12 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from libs.commandside.idempotency import (
+    EarlierRequest,
+    IdempotencyRecord,
+    checked_idempotency_key,
+    request_fingerprint,
+)
 from libs.events import (
     Appended,
     LockNotHeld,
@@ -23,20 +29,13 @@ from libs.events import (
     encode,
 )
 from libs.events.store import last_generated_id
-from libs.readmodels import get_task, list_runs
+from libs.readmodels import RunStatus, get_task, list_runs
 from services.gateway.admission import Refused, admit_run, precheck
 from services.gateway.bodies import decode_body
 from services.gateway.context import GatewayContext, context_of
 from services.gateway.errors import ApiError
-from services.gateway.idempotency import (
-    EarlierRequest,
-    IdempotencyRecord,
-    idempotency_key,
-    request_fingerprint,
-)
 from services.gateway.metrics import RUNS_ACCEPTED, RUNS_REJECTED, RUNS_REPLAYED, RUNS_REQUESTED
 from services.gateway.run_wait import (
-    TERMINAL_STATUSES,
     RunOutcome,
     archived_outcome,
     wait_for_outcome,
@@ -77,7 +76,7 @@ async def run_agents(request: Request) -> Response:
     ctx = context_of(request)
     body = await decode_body(request, RunRequest, ctx.settings.max_body_bytes)
     wait = wait_seconds(request)
-    key = idempotency_key(request.headers)
+    key = checked_idempotency_key(request.headers.get("idempotency-key"))
     if body.hold_seconds and not ctx.settings.dev:
         raise ApiError(422, "hold_seconds is accepted only when the server runs with RAGPOC_DEV=1")
     RUNS_REQUESTED.inc()
@@ -117,7 +116,7 @@ class QueuedRun:
             "task_id": self.task_id,
             "run_id": self.run_id,
             "fence": self.fence,
-            "status": "queued",
+            "status": RunStatus.QUEUED,
             "events_url": f"/events/tasks/{self.task_id}",
         }
 
@@ -192,14 +191,14 @@ async def replay(
         "task_id": task_id,
         "run_id": earlier.run_id,
         "fence": earlier.fence,
-        "status": run.status if run else "queued",
+        "status": run.status if run else RunStatus.QUEUED,
         "events_url": f"/events/tasks/{task_id}",
         "replayed": True,
     }
     if wait is None:
         return JSONResponse(replayed, status_code=202)
     ended = None
-    if run is not None and run.status in TERMINAL_STATUSES:
+    if run is not None and run.status.is_terminal:
         ended = await archived_outcome(ctx, task_id, earlier.run_id)
     if ended is None:
         ended = await wait_for_outcome(ctx, since, earlier.run_id, wait)
@@ -212,10 +211,10 @@ async def replay(
 def outcome_json(outcome: RunOutcome) -> dict[str, object]:
     if isinstance(outcome, RunCompleted):
         return {
-            "status": "done",
+            "status": RunStatus.DONE,
             "answer": outcome.answer,
             "sources": msgspec.to_builtins(outcome.sources),
             "duration_s": outcome.duration_s,
         }
-    status = "failed" if isinstance(outcome, RunFailed) else "superseded"
+    status = RunStatus.FAILED if isinstance(outcome, RunFailed) else RunStatus.SUPERSEDED
     return {"status": status, "error": outcome.reason}

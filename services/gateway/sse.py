@@ -13,7 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from libs.events import StoredEvent, encode
-from libs.readmodels import get_task, is_after
+from libs.events.ids import is_after
+from libs.readmodels import get_task
 from libs.readmodels.archive import task_history
 from services.gateway.context import GatewayContext, context_of
 from services.gateway.errors import ApiError

@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from libs.events import StoredEvent
+from libs.events.ids import entry_key, is_after
 from libs.events.store import last_generated_id
-from libs.readmodels import entry_key, is_after
 from libs.readmodels.archive import partition_events
 from services.gateway.context import GatewayContext, context_of
 from services.gateway.errors import ApiError

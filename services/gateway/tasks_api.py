@@ -2,22 +2,41 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Annotated
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from libs.events import TaskCreated
-from libs.readmodels import TaskView, get_task, list_activity, list_runs, list_tasks
+from libs.events import StoredEvent, TaskCreated
+from libs.events.ids import is_after
+from libs.readmodels import (
+    TaskStatus,
+    TaskView,
+    get_task,
+    list_activity,
+    list_runs,
+    list_tasks,
+    project_task,
+)
+from libs.readmodels.archive import task_history
 from services.gateway.bodies import decode_body
 from services.gateway.context import context_of
 from services.gateway.errors import ApiError
 from services.gateway.metrics import TASKS_CREATED
 
-__all__ = ["create_task", "list_all_tasks", "read_task", "read_task_activity"]
+__all__ = [
+    "create_task",
+    "list_all_tasks",
+    "read_task",
+    "read_task_activity",
+    "task_states",
+]
 
-TASK_STATUSES = ("new", "queued", "running", "done", "failed")
+TASK_STATUSES = tuple(TaskStatus)
+ENTRY_ID = re.compile(r"\d+-\d+")
 
 
 class CreateTask(msgspec.Struct, forbid_unknown_fields=True):
@@ -52,7 +71,7 @@ async def create_task(request: Request) -> Response:
         id=task_id,
         title=event.title,
         description=event.description,
-        status="new",
+        status=TaskStatus.NEW,
         created_at=event.at,
         updated_at=event.at,
     )
@@ -83,9 +102,43 @@ async def read_task(request: Request) -> Response:
 
 
 async def read_task_activity(request: Request) -> Response:
+    """The task's Activity timeline, oldest first. `?after=ENTRY_ID` (a task-stream entry id)
+    returns only the items after it, for a client that already shows the older ones. Each item
+    carries `task`: the task as the projection saw it right after that event, so a client can
+    show any point of the timeline without folding events itself."""
     ctx = context_of(request)
     task_id = path_task_id(request)
-    if await get_task(ctx.engine, task_id) is None:
+    after = request.query_params.get("after", "0-0")
+    if not ENTRY_ID.fullmatch(after):
+        raise ApiError(
+            422, f"after must be a stream entry id such as 1700000000000-0, got {after!r}"
+        )
+    # a task whose first event the projector has not written yet exists, with no items so far
+    if await get_task(ctx.engine, task_id) is None and not await ctx.redis.exists(
+        ctx.keys.task_events(task_id)
+    ):
         raise ApiError(404, f"task {task_id} does not exist")
-    items = await list_activity(ctx.engine, task_id)
-    return JSONResponse({"activity": [msgspec.to_builtins(item) for item in items]})
+    items = [i for i in await list_activity(ctx.engine, task_id) if is_after(i.entry_id, after)]
+    # read after the items: the stream, with the archive behind it, holds every projected event
+    history = await task_history(ctx.store, ctx.engine, task_id) if items else []
+    states = task_states(history, [item.entry_id for item in items])
+    body = [
+        {**msgspec.to_builtins(item), "task": msgspec.to_builtins(state)}
+        for item, state in zip(items, states, strict=True)
+    ]
+    return JSONResponse({"activity": body})
+
+
+def task_states(history: Sequence[StoredEvent], entry_ids: Sequence[str]) -> list[TaskView | None]:
+    """The task right after each of `entry_ids` (ascending task-stream ids), folding the task's
+    `history` (oldest first) through the projector's own `project_task`."""
+    states: list[TaskView | None] = []
+    task: TaskView | None = None
+    events = iter(history)
+    pending = next(events, None)
+    for entry_id in entry_ids:
+        while pending is not None and not is_after(pending.stream_id, entry_id):
+            task = project_task(task, pending.event)
+            pending = next(events, None)
+        states.append(task)
+    return states

@@ -23,7 +23,7 @@ from starlette.routing import Route
 from libs.common import Settings
 from libs.events import Keys, connect_redis
 from services.ingestor.consumer import build_ingest_consumer, run_until_stopped
-from services.ingestor.options import IngestOptions, load_ingest_options
+from services.ingestor.settings import IngestSettings
 from services.ingestor.vectors import VectorIndex, open_index
 
 __all__ = ["SHUTDOWN_GRACE_S", "IngestorContext", "SearchRequest", "create_app"]
@@ -75,9 +75,9 @@ async def search(request: Request) -> Response:
     return JSONResponse({"query": body.query, "hits": [msgspec.to_builtins(h) for h in hits]})
 
 
-def create_app(settings: Settings, options: IngestOptions | None = None) -> Starlette:
+def create_app(settings: Settings, options: IngestSettings | None = None) -> Starlette:
     """The ingestor app; `options` default to the RAGPOC_CHUNK_*/RAGPOC_EMBED_* variables."""
-    ingest_options = options or load_ingest_options()
+    ingest_options = options or IngestSettings.from_env()
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, IngestorContext]]:

@@ -35,8 +35,8 @@ from libs.events import (
 )
 from libs.events.store import Entries
 from libs.events.workers import WorkerRegistry
-from services.ingestor.options import IngestOptions
 from services.ingestor.pipeline import Outcome, Rejected, index_documents
+from services.ingestor.settings import IngestSettings
 from services.ingestor.vectors import VectorIndex
 
 __all__ = [
@@ -110,7 +110,7 @@ def build_ingest_consumer(
     redis: aioredis.Redis,
     keys: Keys,
     index: VectorIndex,
-    options: IngestOptions,
+    options: IngestSettings,
 ) -> GroupConsumer:
     stream = keys.ingest_commands
 
@@ -158,11 +158,7 @@ def build_ingest_consumer(
         stream=stream,
         group=INGESTORS_GROUP,
         handler=handle,
-        options=ConsumerOptions(
-            block_ms=settings.consumer_block_ms,
-            min_idle_ms=settings.consumer_min_idle_ms,
-            max_deliveries=settings.consumer_max_deliveries,
-        ),
+        options=ConsumerOptions.from_settings(settings),
         on_dead_letter=dead_lettered,
         registry=WorkerRegistry(redis, keys.namespace),
         service="ingestor",

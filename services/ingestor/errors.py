@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from libs.common.errors import RagpocError
+
 __all__ = ["IndexMismatch", "IngestError", "UnusableDocument"]
 
 
-class IngestError(Exception):
+class IngestError(RagpocError):
     """Root of the ingestor's own errors."""
 
 

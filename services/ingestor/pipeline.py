@@ -19,7 +19,7 @@ import openai
 from libs.events import DocumentToIngest
 from services.ingestor.chunking import chunk_text
 from services.ingestor.errors import IngestError, UnusableDocument
-from services.ingestor.options import IngestOptions
+from services.ingestor.settings import IngestSettings
 from services.ingestor.vectors import EmbeddedDocument, VectorIndex
 
 __all__ = ["Indexed", "Outcome", "Rejected", "index_documents"]
@@ -52,7 +52,7 @@ class _Planned:
 
 
 async def index_documents(
-    index: VectorIndex, documents: Sequence[DocumentToIngest], options: IngestOptions
+    index: VectorIndex, documents: Sequence[DocumentToIngest], options: IngestSettings
 ) -> AsyncGenerator[tuple[DocumentToIngest, Outcome], None]:
     """Index each document; yields its outcome as soon as it is known, in order."""
     group: list[_Planned] = []
@@ -72,7 +72,7 @@ async def index_documents(
 
 
 async def _index_group(
-    index: VectorIndex, group: list[_Planned], options: IngestOptions
+    index: VectorIndex, group: list[_Planned], options: IngestSettings
 ) -> AsyncIterator[tuple[DocumentToIngest, Outcome]]:
     started = time.perf_counter()
     try:
@@ -97,7 +97,9 @@ async def _index_group(
         yield planned.doc, Indexed(planned.doc.doc_id, len(planned.chunks), index.dims, elapsed)
 
 
-async def _embed(index: VectorIndex, texts: list[str], options: IngestOptions) -> list[list[float]]:
+async def _embed(
+    index: VectorIndex, texts: list[str], options: IngestSettings
+) -> list[list[float]]:
     vectors: list[list[float]] = []
     for start in range(0, len(texts), options.embed_batch_size):
         batch = texts[start : start + options.embed_batch_size]

@@ -21,7 +21,7 @@ from qdrant_client.http import models
 from libs.common import Settings
 from libs.events import DocumentToIngest
 from services.ingestor.errors import IndexMismatch
-from services.ingestor.options import IngestOptions
+from services.ingestor.settings import IngestSettings
 
 __all__ = [
     "COLLECTION",
@@ -225,10 +225,10 @@ def _hit(point: models.ScoredPoint) -> SearchHit:
     )
 
 
-async def open_index(settings: Settings, options: IngestOptions | None = None) -> VectorIndex:
+async def open_index(settings: Settings, options: IngestSettings | None = None) -> VectorIndex:
     """Connect to Qdrant and the embedding API. The collection is created now if the API
     answers, else on the first ingest: the ingestor starts even while the API is down."""
-    options = options or IngestOptions()
+    options = options or IngestSettings()
     if settings.qdrant_url:
         qdrant = AsyncQdrantClient(url=settings.qdrant_url)
     else:

@@ -20,13 +20,13 @@ Fault injection for testing callers, by a marker in the last user message (or th
 * ``[[mockai:fail-midstream]]`` with ``stream: true``: a few chunks are sent, then the stream
   is aborted (the connection closes without ``data: [DONE]``).
 
-The default embedding size is 256; the environment variable ``MOCKAI_EMBEDDING_DIMS``
-(read by :func:`create_app`) overrides it, and a request's ``dimensions`` overrides both.
+The default embedding size is 256; ``MOCKAI_EMBEDDING_DIMS`` (:class:`MockaiSettings`, read by
+:func:`create_app` unless settings are given) overrides it, and a request's ``dimensions``
+overrides both.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -37,17 +37,18 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from services.mockai import payloads, replies, schemas
-from services.mockai.embeddings import DEFAULT_DIMS, embed_text, embed_token_ids, to_base64
-from services.mockai.errors import ApiError, server_error
+from services.mockai.embeddings import embed_text, embed_token_ids, to_base64
+from services.mockai.errors import OpenAIError, server_error
+from services.mockai.settings import MockaiSettings
 from services.mockai.streaming import ChoiceTokens, StreamPlan, chat_stream, completion_stream
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
-DIMS_ENV = "MOCKAI_EMBEDDING_DIMS"
 INJECTED_FAILURE = "The server had an error while processing your request (injected by mockai)."
 
 
-def create_app() -> Starlette:
-    """The mockai ASGI app."""
+def create_app(settings: MockaiSettings | None = None) -> Starlette:
+    """The mockai ASGI app; `settings` default to the MOCKAI_* variables."""
+    settings = settings or MockaiSettings.from_env()
     app = Starlette(
         routes=[
             Route("/health", health, methods=["GET"]),
@@ -58,14 +59,14 @@ def create_app() -> Starlette:
             Route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"]),
         ],
         # Exception (a bug) goes to Starlette's outermost middleware, which answers and
-        # re-raises for the server to log; ApiError and HTTPException are answered only.
+        # re-raises for the server to log; OpenAIError and HTTPException are answered only.
         exception_handlers={
-            ApiError: handle_error,
+            OpenAIError: handle_error,
             HTTPException: handle_error,
             Exception: handle_error,
         },
     )
-    app.state.embedding_dims = _dims_from_env(os.environ.get(DIMS_ENV))
+    app.state.embedding_dims = settings.embedding_dims
     return app
 
 
@@ -146,7 +147,7 @@ async def list_models(request: Request) -> Response:
 async def retrieve_model(request: Request) -> Response:
     model_id: str = request.path_params["model_id"]
     if model_id not in payloads.MODEL_IDS:
-        raise ApiError(
+        raise OpenAIError(
             404,
             f"The model '{model_id}' does not exist",
             param="model",
@@ -157,11 +158,11 @@ async def retrieve_model(request: Request) -> Response:
 
 async def handle_error(request: Request, exc: Exception) -> Response:
     """Every error, as an OpenAI-shaped body: ours, Starlette's (404, 405), and bugs (500)."""
-    if isinstance(exc, ApiError):
+    if isinstance(exc, OpenAIError):
         error = exc
     elif isinstance(exc, HTTPException):
         reason = "Invalid URL" if exc.status_code == 404 else exc.detail
-        error = ApiError(exc.status_code, f"{reason} ({request.method} {request.url.path})")
+        error = OpenAIError(exc.status_code, f"{reason} ({request.method} {request.url.path})")
     else:
         error = server_error("The server had an error while processing your request.")
     return _json(error.payload(), status_code=error.status_code)
@@ -182,22 +183,12 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def _too_large() -> ApiError:
-    return ApiError(
+def _too_large() -> OpenAIError:
+    return OpenAIError(
         413,
         f"The request body is larger than the limit of {MAX_BODY_BYTES} bytes.",
         code="request_too_large",
     )
-
-
-def _dims_from_env(value: str | None) -> int:
-    if value is None or not value.strip():
-        return DEFAULT_DIMS
-    if not value.strip().isdigit() or not 1 <= int(value) <= schemas.MAX_EMBEDDING_DIMS:
-        raise ValueError(
-            f"{DIMS_ENV} must be an integer from 1 to {schemas.MAX_EMBEDDING_DIMS}, got {value!r}"
-        )
-    return int(value)
 
 
 def _json(payload: Mapping[str, Any], *, status_code: int = 200) -> Response:

@@ -7,11 +7,13 @@ Every error mockai returns has the body OpenAI uses::
 
 from __future__ import annotations
 
+from libs.common.errors import RagpocError
+
 INVALID_REQUEST = "invalid_request_error"
 SERVER_ERROR = "server_error"
 
 
-class ApiError(Exception):
+class OpenAIError(RagpocError):
     """An error that is answered with an OpenAI-shaped JSON body and an HTTP status."""
 
     def __init__(
@@ -41,9 +43,9 @@ class ApiError(Exception):
         }
 
 
-def bad_request(message: str, *, param: str | None = None, code: str | None = None) -> ApiError:
-    return ApiError(400, message, param=param, code=code)
+def bad_request(message: str, *, param: str | None = None, code: str | None = None) -> OpenAIError:
+    return OpenAIError(400, message, param=param, code=code)
 
 
-def server_error(message: str) -> ApiError:
-    return ApiError(500, message, error_type=SERVER_ERROR)
+def server_error(message: str) -> OpenAIError:
+    return OpenAIError(500, message, error_type=SERVER_ERROR)

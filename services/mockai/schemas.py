@@ -12,7 +12,7 @@ from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
-from services.mockai.errors import ApiError, bad_request
+from services.mockai.errors import OpenAIError, bad_request
 
 MAX_CHOICES = 8
 MAX_EMBEDDING_INPUTS = 2048
@@ -87,7 +87,7 @@ class EmbeddingRequest(msgspec.Struct):
 
 
 def decode_body(body: bytes, request_type: type[T]) -> T:
-    """Decode a JSON request body into ``request_type``, raising a 400 :class:`ApiError`."""
+    """Decode a JSON request body into ``request_type``, raising a 400 :class:`OpenAIError`."""
     try:
         return msgspec.json.decode(body, type=request_type)
     except msgspec.ValidationError as exc:
@@ -102,7 +102,7 @@ _AT_PATH = re.compile(r"^(?P<detail>.*) - at `\$\.?(?P<path>[^`]*)`$", re.DOTALL
 _MISSING_FIELD = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
 
 
-def _validation_error(text: str) -> ApiError:
+def _validation_error(text: str) -> OpenAIError:
     detail, path = text, ""
     located = _AT_PATH.match(text)
     if located is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from libs.common.errors import RagpocError
 from services.mockai.payloads import (
     SSE_DONE,
     ResponseMeta,
@@ -27,7 +28,7 @@ from services.mockai.payloads import (
 MIDSTREAM_CONTENT_CHUNKS = 2
 
 
-class InjectedStreamFault(RuntimeError):
+class InjectedStreamFault(RagpocError):
     """Raised inside a stream to abort it, as asked for by ``[[mockai:fail-midstream]]``."""
 
 

@@ -21,12 +21,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.common import Settings
+from libs.common.database import create_engine, create_schema
+from libs.common.shutdown import stop_on_signals
 from libs.events import EventDecodeError, Keys, StoredEvent, connect_redis, decode_event
 from libs.events.retention import Trimmer
 from libs.events.store import Entries
-from libs.readmodels import LostRace, apply_batch, create_engine, create_schema, load_positions
+from libs.readmodels import LostRace, apply_batch, load_positions
 from libs.readmodels.archive import SqlArchive
-from services.shutdown import stop_on_signals
 
 __all__ = ["Projector", "serve", "trim_loop"]
 

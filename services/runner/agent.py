@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 from openai import AsyncOpenAI
 
+from libs.commandside.locks import Lease
 from libs.common import Settings
 from libs.events import EventStore, LlmDelta, RetrievedChunk, RunAgent
-from libs.events.locks import Lease
 
 __all__ = ["SYSTEM_PROMPT", "ask_model", "build_prompt"]
 

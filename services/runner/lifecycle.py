@@ -21,7 +21,15 @@ import structlog
 from openai import AsyncOpenAI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from libs.claims import LIVE_STATES, finish_claim, get_claim, refresh_claim, start_claim
+from libs.commandside.claims import (
+    LIVE_STATES,
+    ClaimState,
+    finish_claim,
+    get_claim,
+    refresh_claim,
+    start_claim,
+)
+from libs.commandside.locks import Holder, Lease, TaskLocks
 from libs.common import Settings
 from libs.events import (
     EventStore,
@@ -38,9 +46,9 @@ from libs.events import (
     RunStarted,
     RunSuperseded,
 )
-from libs.events.locks import Holder, Lease, TaskLocks
 from libs.events.stats import RunStats
 from services.runner.agent import ask_model
+from services.runner.metrics import RUNS_FINISHED
 from services.runner.retrieval import RetrievalFailed, retrieve
 
 __all__ = ["RunDeps", "handle_run"]
@@ -206,7 +214,7 @@ async def _finish(deps: RunDeps, lease: Lease, outcome: RunCompleted | RunFailed
     except LockNotHeld:
         await _superseded(deps, _command_of(outcome), lease.fence, "lock lost before the result")
         return
-    state = "done" if isinstance(outcome, RunCompleted) else "failed"
+    state = ClaimState.DONE if isinstance(outcome, RunCompleted) else ClaimState.FAILED
     if not await finish_claim(deps.engine, lease.task_id, lease.fence, state):
         log.warning("run.claim_not_finished", reason="the claim's fence moved on")
     released = LockReleased(task_id=lease.task_id, run_id=lease.run_id, fence=lease.fence)
@@ -214,7 +222,9 @@ async def _finish(deps: RunDeps, lease: Lease, outcome: RunCompleted | RunFailed
         await deps.store.append_release(released, lock_token=lease.token)
     except LockNotHeld:
         log.warning("run.lock_lapsed_before_release")  # nothing left to release
-    await deps.stats.record("completed" if state == "done" else "failed", outcome.duration_s)
+    finished = "completed" if state == ClaimState.DONE else "failed"
+    await deps.stats.record(finished, outcome.duration_s)
+    RUNS_FINISHED.labels(outcome=finished).inc()
 
 
 def _command_of(event: RunCompleted | RunFailed) -> RunAgent:
@@ -223,6 +233,7 @@ def _command_of(event: RunCompleted | RunFailed) -> RunAgent:
 
 async def _superseded(deps: RunDeps, command: RunAgent, fence: int, reason: str) -> None:
     log.warning("run.superseded", reason=reason)
+    RUNS_FINISHED.labels(outcome="superseded").inc()
     await deps.store.append(
         RunSuperseded(task_id=command.task_id, run_id=command.run_id, fence=fence, reason=reason)
     )

@@ -8,8 +8,11 @@ import httpx
 import structlog
 from openai import AsyncOpenAI
 
-from libs.claims import fail_claim_of_run
+from libs.commandside.claims import fail_claim_of_run
+from libs.commandside.locks import TaskLocks
 from libs.common import Settings
+from libs.common.database import create_engine, create_schema
+from libs.common.shutdown import stop_on_signals
 from libs.events import (
     RUNNERS_GROUP,
     ConsumerOptions,
@@ -22,12 +25,10 @@ from libs.events import (
     consumer_name,
     decode_command,
 )
-from libs.events.locks import TaskLocks
 from libs.events.stats import RunStats
 from libs.events.workers import WorkerRegistry
-from libs.readmodels import create_engine, create_schema
 from services.runner.lifecycle import RunDeps, handle_run
-from services.shutdown import stop_on_signals
+from services.runner.metrics import RUNS_FINISHED, RUNS_IN_PROGRESS, serve_metrics
 
 __all__ = ["build_consumer", "serve"]
 
@@ -37,8 +38,9 @@ log = structlog.get_logger(__name__)
 def build_consumer(deps: RunDeps) -> GroupConsumer:
     async def handle(entry_id: str, fields: dict[str, str]) -> None:
         command = decode_command(fields["data"], RunAgent)
-        with structlog.contextvars.bound_contextvars(
-            task_id=command.task_id, run_id=command.run_id
+        with (
+            structlog.contextvars.bound_contextvars(task_id=command.task_id, run_id=command.run_id),
+            RUNS_IN_PROGRESS.track_inprogress(),
         ):
             await handle_run(command, deps)
 
@@ -54,6 +56,7 @@ def build_consumer(deps: RunDeps) -> GroupConsumer:
             )
         )
         await deps.stats.record("failed", 0.0)
+        RUNS_FINISHED.labels(outcome="failed").inc()
 
     settings = deps.settings
     return GroupConsumer(
@@ -62,11 +65,7 @@ def build_consumer(deps: RunDeps) -> GroupConsumer:
         stream=deps.store.keys.run_commands,
         group=RUNNERS_GROUP,
         handler=handle,
-        options=ConsumerOptions(
-            block_ms=settings.consumer_block_ms,
-            min_idle_ms=settings.consumer_min_idle_ms,
-            max_deliveries=settings.consumer_max_deliveries,
-        ),
+        options=ConsumerOptions.from_settings(settings),
         name=deps.worker,
         on_dead_letter=dead_lettered,
         registry=WorkerRegistry(deps.store.redis, deps.store.keys.namespace),
@@ -107,4 +106,5 @@ async def serve(settings: Settings) -> None:
 
 
 def main(settings: Settings) -> None:
+    serve_metrics(settings)
     asyncio.run(serve(settings))

@@ -8,6 +8,7 @@ import httpx
 import msgspec
 import structlog
 
+from libs.common.errors import RagpocError
 from libs.events import RetrievedChunk
 
 __all__ = ["RetrievalFailed", "retrieve"]
@@ -17,21 +18,15 @@ log = structlog.get_logger(__name__)
 ATTEMPTS = 5  # backoff 0.25, 0.5, 1, 2 s: rides out an ingestor restart of a few seconds
 
 
-class RetrievalFailed(Exception):
+class RetrievalFailed(RagpocError):
     """The ingestor could not be asked, or answered with an error, after retries."""
 
 
-class _Hit(msgspec.Struct):
-    text: str
-    score: float
-    doc_id: str = ""
-    chunk_index: int = 0
-    title: str = ""
-    source: str = ""
-
-
 class _SearchReply(msgspec.Struct):
-    hits: list[_Hit]
+    """The ingestor's `POST /search` answer; its hits carry every field of a chunk (and more,
+    which is ignored)."""
+
+    hits: list[RetrievedChunk]
 
 
 async def retrieve(
@@ -54,15 +49,4 @@ async def retrieve(
         delay *= 2
     if reply.status_code != 200:
         raise RetrievalFailed(f"ingestor refused the search ({reply.status_code}): {reply.text}")
-    hits = msgspec.json.decode(reply.content, type=_SearchReply).hits
-    return [
-        RetrievedChunk(
-            doc_id=hit.doc_id,
-            chunk_index=hit.chunk_index,
-            title=hit.title,
-            source=hit.source,
-            text=hit.text,
-            score=hit.score,
-        )
-        for hit in hits
-    ]
+    return msgspec.json.decode(reply.content, type=_SearchReply).hits

@@ -7,13 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import free_port
+from tests.eventually import eventually_sync
 
 __all__ = ["Cluster"]
 
@@ -55,16 +55,22 @@ class Cluster:
 
     def _wait_healthy(self, service: str, process: subprocess.Popen[bytes], port: int) -> str:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+
+        def healthy() -> bool:
             if process.poll() is not None:
                 raise AssertionError(f"{service} exited:\n{self.log_tail()}")
             try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    return url
+                return httpx.get(f"{url}/health", timeout=1).status_code == 200
             except httpx.HTTPError:
-                time.sleep(0.1)
-        raise AssertionError(f"{service} did not answer /health within 60 s:\n{self.log_tail()}")
+                return False
+
+        eventually_sync(
+            healthy,
+            within=60,
+            interval=0.1,
+            message=lambda: f"{service} did not answer /health:\n{self.log_tail()}",
+        )
+        return url
 
     def stop(self) -> None:
         for _name, process in self.processes:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import time
 import uuid
 from collections import Counter
@@ -20,6 +21,7 @@ import redis
 
 from libs.events import Keys
 from tests.e2e.processes import Cluster
+from tests.eventually import eventually_sync
 from tests.rawhttp import RawResponse, request
 
 pytestmark = pytest.mark.e2e
@@ -39,18 +41,43 @@ class Deployment:
     def wait_for_event(
         self, task_id: int, type_: str, run_id: str | None = None, timeout: float = 30
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def found() -> dict[str, Any] | None:
             for event in self.events(task_id):
                 if event["type"] == type_ and run_id in (None, event["run_id"]):
                     return event
-            time.sleep(0.05)
-        raise AssertionError(f"no {type_} for task {task_id}:\n{self.cluster.log_tail()}")
+            return None
+
+        event = eventually_sync(
+            found,
+            within=timeout,
+            interval=0.05,
+            message=lambda: f"no {type_} for task {task_id}:\n{self.cluster.log_tail()}",
+        )
+        assert event is not None
+        return event
 
     def create_task(self, title: str = "Why is the sky blue?") -> int:
         reply = httpx.post(f"{self.gateways[0]}/api/tasks", json={"title": title}, timeout=10)
         assert reply.status_code == 201, reply.text
         return int(reply.json()["id"])
+
+    def run_held_on_one_runner(
+        self, *, min_idle_ms: int, hold_seconds: float
+    ) -> tuple[subprocess.Popen[bytes], int, dict[str, Any]]:
+        """One gateway and one runner with 1-second lock leases, and a task whose run holds it
+        for `hold_seconds`: the runner process, the task and the run, once the run started."""
+        cluster = self.cluster
+        cluster.env |= {
+            "RAGPOC_LOCK_TTL_MS": "1000",
+            "RAGPOC_CONSUMER_MIN_IDLE_MS": str(min_idle_ms),
+        }
+        self.gateways = cluster.start_http("gateway", "GATEWAY_PORT")
+        runner = cluster.start("runner")
+        task_id = self.create_task()
+        body = {"id": task_id, "hold_seconds": hold_seconds}
+        run: dict[str, Any] = httpx.post(f"{self.gateways[0]}/run-agents", json=body).json()
+        self.wait_for_event(task_id, "run.started", run["run_id"])
+        return runner, task_id, run
 
 
 @pytest.fixture
@@ -167,19 +194,14 @@ def test_a_runner_frozen_past_its_lease_is_superseded_and_its_writes_refused(
 ) -> None:
     deployment = sqlite_deployment
     cluster = deployment.cluster
-    cluster.env |= {"RAGPOC_LOCK_TTL_MS": "1000", "RAGPOC_CONSUMER_MIN_IDLE_MS": "120000"}
-    deployment.gateways = cluster.start_http("gateway", "GATEWAY_PORT")
+    zombie, task_id, old = deployment.run_held_on_one_runner(min_idle_ms=120_000, hold_seconds=3)
     gateway = deployment.gateways[0]
-    zombie = cluster.start("runner")
-    task_id = deployment.create_task()
-
-    old = httpx.post(f"{gateway}/run-agents", json={"id": task_id, "hold_seconds": 3}).json()
-    deployment.wait_for_event(task_id, "run.started", old["run_id"])
     os.kill(zombie.pid, signal.SIGSTOP)
-    deadline = time.monotonic() + 10
-    while deployment.redis.exists(deployment.keys.task_lock(task_id)):
-        assert time.monotonic() < deadline, "the frozen runner's lock never expired"
-        time.sleep(0.05)
+    eventually_sync(
+        lambda: not deployment.redis.exists(deployment.keys.task_lock(task_id)),
+        interval=0.05,
+        message="the frozen runner's lock never expired",
+    )
 
     cluster.start("runner")
     new = httpx.post(f"{gateway}/run-agents", json={"id": task_id})
@@ -198,10 +220,12 @@ def test_a_runner_frozen_past_its_lease_is_superseded_and_its_writes_refused(
     assert "llm.delta" not in old_writes
     completed = [e for e in events if e["type"] == "run.completed"]
     assert [c["run_id"] for c in completed] == [new_run]
-    deadline = time.monotonic() + 10
-    while (task := httpx.get(f"{gateway}/api/tasks/{task_id}").json())["status"] != "done":
-        assert time.monotonic() < deadline, task
-        time.sleep(0.05)
+    task = eventually_sync(
+        lambda: httpx.get(f"{gateway}/api/tasks/{task_id}").json(),
+        until=lambda body: body["status"] == "done",
+        interval=0.05,
+        message="the task never reached done",
+    )
     assert task["last_run_id"] == new_run
     assert "blue" in task["last_answer"]
 
@@ -210,18 +234,10 @@ def test_a_runner_killed_mid_run_is_replaced_under_a_fresh_lock_and_fence(
     sqlite_deployment: Deployment,
 ) -> None:
     deployment = sqlite_deployment
-    cluster = deployment.cluster
-    cluster.env |= {"RAGPOC_LOCK_TTL_MS": "1000", "RAGPOC_CONSUMER_MIN_IDLE_MS": "1500"}
-    deployment.gateways = cluster.start_http("gateway", "GATEWAY_PORT")
-    gateway = deployment.gateways[0]
-    doomed = cluster.start("runner")
-    task_id = deployment.create_task()
-
-    run = httpx.post(f"{gateway}/run-agents", json={"id": task_id, "hold_seconds": 2}).json()
-    deployment.wait_for_event(task_id, "run.started", run["run_id"])
+    doomed, task_id, run = deployment.run_held_on_one_runner(min_idle_ms=1500, hold_seconds=2)
     doomed.kill()
     doomed.wait()
-    cluster.start("runner")
+    deployment.cluster.start("runner")
 
     completed = deployment.wait_for_event(task_id, "run.completed", run["run_id"], timeout=60)
     assert completed["fence"] > run["fence"]

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.eventually import eventually_sync
 from tests.stackproc import UpProcess, ragpoc_up
 
 pytestmark = pytest.mark.e2e
@@ -108,10 +108,11 @@ def check_thin_path(api: httpx.Client, stack: UpProcess) -> None:
     ids = [f["id"] for f in frames]
     assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
 
-    deadline = time.monotonic() + 10
-    while api.get(f"/api/tasks/{task['id']}").json()["status"] != "done":
-        assert time.monotonic() < deadline, "task status never reached done"
-        time.sleep(0.05)
+    eventually_sync(
+        lambda: api.get(f"/api/tasks/{task['id']}").json()["status"] == "done",
+        interval=0.05,
+        message="task status never reached done",
+    )
 
     # resume: only what came after the given id
     resumed = read_sse_until(

@@ -3,7 +3,6 @@ uvicorn in the test's event loop on free ports, and reading the docs stream with
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,7 +21,7 @@ from libs.events.store import Entries
 from services.gateway.app import create_app as gateway_app
 from services.gateway.ingest_api import ingest, search
 from services.ingestor.app import create_app as ingestor_app
-from services.ingestor.options import IngestOptions
+from services.ingestor.settings import IngestSettings
 from services.ingestor.vectors import COLLECTION
 from services.mockai import create_app as mockai_app
 from tests.conftest import free_port
@@ -32,7 +31,7 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-TEST_OPTIONS = IngestOptions(
+TEST_OPTIONS = IngestSettings(
     chunk_size=200, chunk_overlap=40, embed_batch_size=8, embed_timeout_s=10, embed_max_retries=0
 )
 
@@ -103,7 +102,7 @@ async def running_mockai(failures: dict[str, int] | None = None) -> AsyncIterato
 
 @asynccontextmanager
 async def running_ingestor(
-    settings: Settings, options: IngestOptions = TEST_OPTIONS
+    settings: Settings, options: IngestSettings = TEST_OPTIONS
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The ingestor app (its consumer task included); yields a client for its HTTP API."""
     async with (
@@ -146,17 +145,25 @@ async def next_doc_events(
 ) -> list[DocEvent]:
     """The first `count` doc events after `after`, waiting for them with XREAD BLOCK (in
     1-second reads: redis-py's socket timeout is 5 s), no sleeps."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
+    from tests.eventually import eventually
+
     events: list[DocEvent] = []
-    while len(events) < count:
-        if loop.time() > deadline:
-            raise AssertionError(f"only {len(events)} of {count} doc events came: {events}")
+
+    async def read_enough() -> bool:
+        nonlocal after
         reply = await redis.xread({keys.doc_events: after}, block=1_000, count=count)
         for _stream, entries in cast(list[tuple[str, Entries]], reply or []):
             for entry_id, fields in entries:
                 after = entry_id
                 events.append(decode_doc_event(fields["data"]))
+        return len(events) >= count
+
+    await eventually(
+        read_enough,
+        within=timeout_s,
+        interval=0,  # each read blocks until an event comes (or for a second)
+        message=lambda: f"only {len(events)} of {count} doc events came: {events}",
+    )
     return events
 
 

@@ -13,11 +13,11 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 
+from libs.commandside.locks import TaskLocks
 from libs.common import Settings
+from libs.common.database import create_engine, create_schema
 from libs.events import EventStore, Keys, connect_redis
-from libs.events.locks import TaskLocks
 from libs.events.stats import RunStats
-from libs.readmodels import create_engine, create_schema
 from services.gateway.app import create_app as gateway_app
 from services.ingestor.app import create_app as ingestor_app
 from services.mockai import create_app as mockai_app
@@ -25,6 +25,7 @@ from services.projector.main import Projector
 from services.runner.lifecycle import RunDeps
 from services.runner.main import build_consumer
 from tests.conftest import free_port
+from tests.eventually import eventually
 
 
 @dataclass
@@ -33,30 +34,54 @@ class InProcessStack:
     client: httpx.AsyncClient
     store: EventStore
 
+    async def new_task(self, title: str = "Why is the sky blue?") -> int:
+        """POST /api/tasks; the new task's id."""
+        reply = await self.client.post("/api/tasks", json={"title": title})
+        return int(reply.json()["id"])
+
+    async def event_types(self, task_id: int) -> list[str]:
+        """The types of the events on the task's stream, oldest first."""
+        events = await self.store.task_events(task_id)
+        return [str(type(e.event).__struct_config__.tag) for e in events]
+
     async def wait_for_event(self, task_id: int, event_type: str) -> None:
         """Until the task's stream holds an `event_type` event (10 s at most). A run's
         `lock.released` comes just after `run.completed`, so a finished status does not yet
         mean a complete stream."""
-        for _ in range(500):
-            events = await self.store.task_events(task_id)
-            if any(type(e.event).__struct_config__.tag == event_type for e in events):
-                return
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"no {event_type} on task {task_id}'s stream")
+        await eventually(
+            lambda: self.event_types(task_id),
+            until=lambda types: event_type in types,
+            message=f"no {event_type} on task {task_id}'s stream",
+        )
 
     async def wait_until_released(self, task_id: int) -> None:
         """Until the task's latest lock was released (10 s at most): `?wait` answers on a run's
         outcome, and the runner releases the lock just after it."""
-        lifecycle = {"lock.acquired", "lock.released"}
-        for _ in range(500):
-            tags = [
-                type(e.event).__struct_config__.tag for e in await self.store.task_events(task_id)
-            ]
-            held = [tag for tag in tags if tag in lifecycle]
-            if held and held[-1] == "lock.released":
-                return
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"task {task_id}'s lock was never released")
+
+        def released(types: list[str]) -> bool:
+            held = [tag for tag in types if tag in ("lock.acquired", "lock.released")]
+            return bool(held) and held[-1] == "lock.released"
+
+        await eventually(
+            lambda: self.event_types(task_id),
+            until=released,
+            message=f"task {task_id}'s lock was never released",
+        )
+
+    async def wait_for_activity(self, task_id: int, event_type: str) -> list[str]:
+        """The task's Activity types once the projector has folded an `event_type` event (10 s
+        at most). The projector archives an event in the transaction that folds it, so the
+        archive then holds the task's stream up to that event."""
+
+        async def types() -> list[str]:
+            reply = await self.client.get(f"/api/tasks/{task_id}/activity")
+            return [a["type"] for a in reply.json()["activity"]]
+
+        return await eventually(
+            types,
+            until=lambda projected: event_type in projected,
+            message=f"task {task_id}: {event_type!r} never projected",
+        )
 
 
 @asynccontextmanager
@@ -65,10 +90,16 @@ async def serving(app: Starlette, port: int) -> AsyncIterator[None]:
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
+
+    def started() -> bool:
+        if task.done():  # it stopped before it started: raise its error, or say so
             task.result()
-        await asyncio.sleep(0.01)
+            raise AssertionError(f"uvicorn on port {port} exited before it started")
+        return server.started
+
+    await eventually(
+        started, within=30, interval=0.01, message=f"uvicorn on port {port} did not start"
+    )
     try:
         yield
     finally:

@@ -8,6 +8,7 @@ from typing import cast
 import redis.asyncio as aioredis
 
 from libs.events import ConsumerOptions, GroupConsumer, Keys
+from tests.eventually import eventually
 
 
 def consumer(
@@ -37,6 +38,12 @@ def consumer(
 async def pending_count(redis: aioredis.Redis, keys: Keys) -> int:
     summary = await redis.xpending(keys.run_commands, "workers")
     return int(summary["pending"])
+
+
+async def idle_ms(redis: aioredis.Redis, keys: Keys, entry_id: str) -> int:
+    """How long the pending entry has gone untouched by its consumer."""
+    [entry] = await redis.xpending_range(keys.run_commands, "workers", entry_id, entry_id, 1)
+    return int(entry["time_since_delivered"])
 
 
 async def test_an_entry_is_acked_only_after_its_handler_succeeded(
@@ -88,7 +95,11 @@ async def test_a_dead_consumers_pending_entry_is_reclaimed_by_a_live_one(
     await live.run(burst=True)
     assert handled == []  # not idle long enough yet: the dead one might still be working
 
-    await asyncio.sleep(0.15)
+    await eventually(
+        lambda: idle_ms(redis_client, keys, entry_id),
+        until=lambda idle: idle > 100,
+        message="the dead consumer's entry never went idle for min_idle_ms",
+    )
     await live.run(burst=True)
     assert handled == [(entry_id, "orphaned")]
     assert await pending_count(redis_client, keys) == 0
@@ -115,7 +126,9 @@ async def test_a_slow_handler_keeps_its_claim_so_no_one_else_takes_the_entry(
     await redis_client.xadd(keys.run_commands, {"job": "long"})
     working = asyncio.create_task(owner.process_once())
     await asyncio.wait_for(started.wait(), timeout=5)
-    for _ in range(6):  # 0.6 s: four times the idle bound
+    # The scenario itself, not a wait for something: the thief keeps trying for 0.6 s, four
+    # times the idle bound, while the owner is still working on the entry.
+    for _ in range(6):
         await asyncio.sleep(0.1)
         await thief.run(burst=True)
     release.set()
@@ -148,11 +161,12 @@ async def test_an_entry_that_keeps_failing_goes_to_the_dead_letter_stream_with_i
     )
     await worker.ensure_group()
     entry_id = await redis_client.xadd(keys.run_commands, {"job": "poison"})
-    for _ in range(20):
-        await worker.run(burst=True)
-        if dead:
-            break
-        await asyncio.sleep(0.03)
+
+    async def retried_until_dead() -> list[tuple[str, str]]:
+        await worker.run(burst=True)  # reclaims the entry once it is idle, and fails again
+        return dead
+
+    await eventually(retried_until_dead, message="the poison entry was never dead-lettered")
 
     assert attempts == [entry_id] * 3
     assert dead == [(entry_id, "ValueError: cannot process job poison")]
@@ -177,7 +191,7 @@ async def test_stop_lets_the_entry_in_hand_finish_and_ack(
 
     async def handle(entry_id: str, fields: dict[str, str]) -> None:
         stop.set()  # a SIGTERM arrives while this entry is being handled
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # the handler's own work, which the stop must not cut short
         finished.append(fields["job"])
 
     worker = consumer(redis_client, keys, handle, name="a")

@@ -21,11 +21,6 @@ async def stack(
         yield running
 
 
-async def new_task(stack: InProcessStack, title: str = "Why is the sky blue?") -> int:
-    reply = await stack.client.post("/api/tasks", json={"title": title})
-    return int(reply.json()["id"])
-
-
 async def runs_requested(stack: InProcessStack, task_id: int) -> list[str]:
     return [
         e.event.run_id
@@ -37,7 +32,7 @@ async def runs_requested(stack: InProcessStack, task_id: int) -> list[str]:
 async def test_a_retry_after_the_run_finished_gets_that_run_not_a_new_one(
     stack: InProcessStack,
 ) -> None:
-    task_id = await new_task(stack)
+    task_id = await stack.new_task()
     headers = {"Idempotency-Key": "retry-me-1"}
     first = await stack.client.post(
         "/run-agents", params={"wait": 20}, json={"id": task_id}, headers=headers
@@ -68,7 +63,7 @@ async def test_a_retry_after_the_run_finished_gets_that_run_not_a_new_one(
 
 
 async def test_a_retry_while_the_run_is_going_waits_for_that_run(stack: InProcessStack) -> None:
-    task_id = await new_task(stack)
+    task_id = await stack.new_task()
     headers = {"Idempotency-Key": "slow-one"}
     body = {"id": task_id, "hold_seconds": 1.0}
     first = await stack.client.post("/run-agents", json=body, headers=headers)
@@ -83,7 +78,7 @@ async def test_a_retry_while_the_run_is_going_waits_for_that_run(stack: InProces
 
 
 async def test_concurrent_requests_with_one_key_start_one_run(stack: InProcessStack) -> None:
-    task_id = await new_task(stack)
+    task_id = await stack.new_task()
     headers = {"Idempotency-Key": "burst"}
     replies = await asyncio.gather(
         *(
@@ -104,7 +99,7 @@ async def test_concurrent_requests_with_one_key_start_one_run(stack: InProcessSt
 async def test_the_same_key_with_a_different_body_is_refused_and_writes_nothing(
     stack: InProcessStack,
 ) -> None:
-    task_id = await new_task(stack)
+    task_id = await stack.new_task()
     headers = {"Idempotency-Key": "one-meaning"}
     first = await stack.client.post(
         "/run-agents", params={"wait": 20}, json={"id": task_id, "query": "sky?"}, headers=headers
@@ -122,7 +117,7 @@ async def test_the_same_key_with_a_different_body_is_refused_and_writes_nothing(
 
 
 async def test_a_refused_request_does_not_use_up_its_key(stack: InProcessStack) -> None:
-    task_id = await new_task(stack)
+    task_id = await stack.new_task()
     holder = await stack.client.post("/run-agents", json={"id": task_id, "hold_seconds": 0.5})
     assert holder.status_code == 202
     headers = {"Idempotency-Key": "try-again-later"}
@@ -138,7 +133,7 @@ async def test_a_refused_request_does_not_use_up_its_key(stack: InProcessStack) 
 
 
 async def test_a_key_belongs_to_one_task(stack: InProcessStack) -> None:
-    first, second = await new_task(stack, "first"), await new_task(stack, "second")
+    first, second = await stack.new_task("first"), await stack.new_task("second")
     headers = {"Idempotency-Key": "shared-by-accident"}
     a = await stack.client.post("/run-agents", json={"id": first}, headers=headers)
     b = await stack.client.post("/run-agents", json={"id": second}, headers=headers)
@@ -150,7 +145,7 @@ MALFORMED_KEYS = [b"", b"x" * 256, b"has space", "caf\u00e9".encode("latin-1")]
 
 
 async def test_a_malformed_key_gets_a_422(stack: InProcessStack) -> None:
-    task_id = await new_task(stack)
+    task_id = await stack.new_task()
     for key in MALFORMED_KEYS:
         reply = await stack.client.post(
             "/run-agents", json={"id": task_id}, headers={"Idempotency-Key": key}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from libs.events import Keys
-from services.ingest_cli import main
+from services.cli import main as ragpoc
 from tests.conftest import free_port
 from tests.integration.ingeststack import (
     ingest_settings,
@@ -40,9 +40,9 @@ async def test_a_folder_is_ingested_and_searchable_and_other_files_are_skipped(
     async with running_mockai() as openai_url:
         settings = ingest_settings(redis_url, keys, tmp_path, openai_url)
         async with running_ingestor(settings), running_gateway(settings) as gateway:
-            argv = [str(notes), "--base-url", settings.gateway_url, "--batch-size", "1"]
-            code = await asyncio.to_thread(main, argv)
-            again = await asyncio.to_thread(main, argv)
+            argv = ["ingest", str(notes), "--base-url", settings.gateway_url, "--batch-size", "1"]
+            code = await asyncio.to_thread(ragpoc, argv)
+            again = await asyncio.to_thread(ragpoc, argv)
             found = await gateway.post("/api/search", json={"query": "wild yeast", "k": 10})
 
     out = capsys.readouterr().out
@@ -68,7 +68,14 @@ async def test_a_document_that_fails_makes_the_exit_code_non_zero(
         settings = ingest_settings(redis_url, keys, tmp_path, openai_url)
         async with running_ingestor(settings), running_gateway(settings):
             code = await asyncio.to_thread(
-                main, [str(tmp_path / "ok.txt"), str(broken), "--base-url", settings.gateway_url]
+                ragpoc,
+                [
+                    "ingest",
+                    str(tmp_path / "ok.txt"),
+                    str(broken),
+                    "--base-url",
+                    settings.gateway_url,
+                ],
             )
     out = capsys.readouterr().out
     assert code == 1
@@ -81,7 +88,7 @@ def test_an_unreachable_gateway_is_reported_with_what_to_do(
 ) -> None:
     write(tmp_path / "a.md", "Some text.")
     url = f"http://127.0.0.1:{free_port()}"
-    assert main([str(tmp_path), "--base-url", url]) == 1
+    assert ragpoc(["ingest", str(tmp_path), "--base-url", url]) == 1
     assert f"cannot reach the gateway at {url}" in capsys.readouterr().err
 
 
@@ -89,5 +96,5 @@ def test_no_usable_file_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     write(tmp_path / "image.png", b"\x89PNG")
-    assert main([str(tmp_path)]) == 2
+    assert ragpoc(["ingest", str(tmp_path)]) == 2
     assert "nothing to ingest" in capsys.readouterr().out

@@ -4,8 +4,12 @@ on the docs stream, and `/search` finds them."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
 import redis.asyncio as aioredis
 
 from libs.events import INGESTORS_GROUP, DocFailed, DocIngested, DocumentToIngest, Keys
@@ -44,56 +48,68 @@ def sky_document(text: str = SKY) -> DocumentToIngest:
     )
 
 
+@asynccontextmanager
+async def ingestor_on_mockai(
+    redis_url: str,
+    keys: Keys,
+    data_dir: Path,
+    failures: dict[str, int] | None = None,
+    **overrides: Any,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The ingestor, its embeddings from mockai (failing as `failures` says); yields a client
+    for the ingestor's HTTP API."""
+    async with running_mockai(failures) as openai_url:
+        settings = ingest_settings(redis_url, keys, data_dir, openai_url, **overrides)
+        async with running_ingestor(settings) as ingestor:
+            yield ingestor
+
+
 async def test_an_ingested_document_is_announced_and_found_by_search(
     redis_url: str, redis_client: aioredis.Redis, keys: Keys, tmp_path: Path
 ) -> None:
     bread = DocumentToIngest(doc_id="doc-bread", text=BREAD, title="Bread", source="bread.txt")
-    async with running_mockai() as openai_url:
-        settings = ingest_settings(redis_url, keys, tmp_path, openai_url)
-        async with running_ingestor(settings) as ingestor:
-            await send_ingest(redis_client, keys, "batch-1", sky_document(), bread)
-            sky, bread_event = await next_doc_events(redis_client, keys, 2)
+    async with ingestor_on_mockai(redis_url, keys, tmp_path) as ingestor:
+        await send_ingest(redis_client, keys, "batch-1", sky_document(), bread)
+        sky, bread_event = await next_doc_events(redis_client, keys, 2)
 
-            assert isinstance(sky, DocIngested)
-            assert (sky.doc_id, sky.batch_id, sky.title, sky.source) == (
-                "doc-sky",
-                "batch-1",
-                "Why is the sky blue?",
-                "notes/sky.md",
-            )
-            assert sky.chunks > 1  # 560 characters in chunks of at most 200
-            assert sky.dims == 256
-            assert sky.duration_s > 0
-            assert sky.metadata == {"topic": "physics"}
-            assert isinstance(bread_event, DocIngested)
+        assert isinstance(sky, DocIngested)
+        assert (sky.doc_id, sky.batch_id, sky.title, sky.source) == (
+            "doc-sky",
+            "batch-1",
+            "Why is the sky blue?",
+            "notes/sky.md",
+        )
+        assert sky.chunks > 1  # 560 characters in chunks of at most 200
+        assert sky.dims == 256
+        assert sky.duration_s > 0
+        assert sky.metadata == {"topic": "physics"}
+        assert isinstance(bread_event, DocIngested)
 
-            reply = await ingestor.post(
-                "/search", json={"query": "at sunset the light crosses more air", "k": 3}
-            )
-            assert reply.status_code == 200
-            best = reply.json()["hits"][0]
-            assert best["doc_id"] == "doc-sky"
-            assert "sunset" in best["text"]
-            assert best["title"] == "Why is the sky blue?"
-            assert best["source"] == "notes/sky.md"
-            assert best["metadata"] == {"topic": "physics"}
-            assert best["id"] == point_id("doc-sky", best["chunk_index"])
-            assert 0 < best["score"] <= 1.0001
+        reply = await ingestor.post(
+            "/search", json={"query": "at sunset the light crosses more air", "k": 3}
+        )
+        assert reply.status_code == 200
+        best = reply.json()["hits"][0]
+        assert best["doc_id"] == "doc-sky"
+        assert "sunset" in best["text"]
+        assert best["title"] == "Why is the sky blue?"
+        assert best["source"] == "notes/sky.md"
+        assert best["metadata"] == {"topic": "physics"}
+        assert best["id"] == point_id("doc-sky", best["chunk_index"])
+        assert 0 < best["score"] <= 1.0001
 
-            bread_hits = await ingestor.post("/search", json={"query": "sourdough starter"})
-            assert bread_hits.json()["hits"][0]["doc_id"] == "doc-bread"
+        bread_hits = await ingestor.post("/search", json={"query": "sourdough starter"})
+        assert bread_hits.json()["hits"][0]["doc_id"] == "doc-bread"
 
 
 async def test_ingesting_the_same_document_again_adds_no_points(
     redis_url: str, redis_client: aioredis.Redis, keys: Keys, tmp_path: Path
 ) -> None:
-    async with running_mockai() as openai_url:
-        settings = ingest_settings(redis_url, keys, tmp_path, openai_url)
-        async with running_ingestor(settings):
-            await send_ingest(redis_client, keys, "first", sky_document())
-            [first] = await next_doc_events(redis_client, keys, 1)
-            await send_ingest(redis_client, keys, "second", sky_document())
-            await next_doc_events(redis_client, keys, 2)
+    async with ingestor_on_mockai(redis_url, keys, tmp_path):
+        await send_ingest(redis_client, keys, "first", sky_document())
+        [first] = await next_doc_events(redis_client, keys, 1)
+        await send_ingest(redis_client, keys, "second", sky_document())
+        await next_doc_events(redis_client, keys, 2)
     points = await stored_points(tmp_path)
     assert isinstance(first, DocIngested)
     assert len(points) == first.chunks
@@ -103,13 +119,11 @@ async def test_ingesting_the_same_document_again_adds_no_points(
 async def test_a_shorter_version_of_a_document_drops_its_stale_chunks(
     redis_url: str, redis_client: aioredis.Redis, keys: Keys, tmp_path: Path
 ) -> None:
-    async with running_mockai() as openai_url:
-        settings = ingest_settings(redis_url, keys, tmp_path, openai_url)
-        async with running_ingestor(settings) as ingestor:
-            await send_ingest(redis_client, keys, "long", sky_document())
-            await send_ingest(redis_client, keys, "short", sky_document("The sky is blue."))
-            long_version, short_version = await next_doc_events(redis_client, keys, 2)
-            hits = (await ingestor.post("/search", json={"query": "sunset", "k": 50})).json()
+    async with ingestor_on_mockai(redis_url, keys, tmp_path) as ingestor:
+        await send_ingest(redis_client, keys, "long", sky_document())
+        await send_ingest(redis_client, keys, "short", sky_document("The sky is blue."))
+        long_version, short_version = await next_doc_events(redis_client, keys, 2)
+        hits = (await ingestor.post("/search", json={"query": "sunset", "k": 50})).json()
     assert isinstance(long_version, DocIngested)
     assert isinstance(short_version, DocIngested)
     assert (long_version.chunks > 1, short_version.chunks) == (True, 1)
@@ -121,11 +135,9 @@ async def test_a_document_without_text_fails_at_once_and_the_rest_of_the_batch_i
     redis_url: str, redis_client: aioredis.Redis, keys: Keys, tmp_path: Path
 ) -> None:
     blank = DocumentToIngest(doc_id="doc-blank", text="\x00\x07 \n\t")
-    async with running_mockai() as openai_url:
-        settings = ingest_settings(redis_url, keys, tmp_path, openai_url)
-        async with running_ingestor(settings):
-            await send_ingest(redis_client, keys, "mixed", blank, sky_document())
-            await next_doc_events(redis_client, keys, 2)
+    async with ingestor_on_mockai(redis_url, keys, tmp_path):
+        await send_ingest(redis_client, keys, "mixed", blank, sky_document())
+        await next_doc_events(redis_client, keys, 2)
     failed, ingested = await all_doc_events(redis_client, keys)
     assert isinstance(failed, DocFailed)
     assert (failed.doc_id, failed.batch_id) == ("doc-blank", "mixed")
@@ -140,11 +152,9 @@ async def test_a_document_the_embedding_api_rejects_fails_alone(
     redis_url: str, redis_client: aioredis.Redis, keys: Keys, tmp_path: Path
 ) -> None:
     poison = DocumentToIngest(doc_id="doc-poison", text="REJECT-ME please, this is bad input.")
-    async with running_mockai(failures={"REJECT-ME": 400}) as openai_url:
-        settings = ingest_settings(redis_url, keys, tmp_path, openai_url)
-        async with running_ingestor(settings):
-            await send_ingest(redis_client, keys, "b", sky_document(), poison)
-            events = await next_doc_events(redis_client, keys, 2)
+    async with ingestor_on_mockai(redis_url, keys, tmp_path, failures={"REJECT-ME": 400}):
+        await send_ingest(redis_client, keys, "b", sky_document(), poison)
+        events = await next_doc_events(redis_client, keys, 2)
     outcome = {event.doc_id: event for event in events}
     assert isinstance(outcome["doc-sky"], DocIngested)
     assert isinstance(outcome["doc-poison"], DocFailed)
@@ -181,19 +191,17 @@ async def test_a_redelivered_command_does_not_announce_finished_documents_twice(
     redis_url: str, redis_client: aioredis.Redis, keys: Keys, tmp_path: Path
 ) -> None:
     flaky = DocumentToIngest(doc_id="doc-flaky", text="SERVER-FAILS on this one, every time.")
-    async with running_mockai(failures={"SERVER-FAILS": 500}) as openai_url:
-        settings = ingest_settings(
-            redis_url,
-            keys,
-            tmp_path,
-            openai_url,
-            consumer_max_deliveries=3,
-            consumer_min_idle_ms=50,
-        )
-        async with running_ingestor(settings):
-            # the long sky fills an embedding batch of its own: indexed before the flaky one fails
-            await send_ingest(redis_client, keys, "b", sky_document(SKY * 3), flaky)
-            await next_doc_events(redis_client, keys, 2)
+    async with ingestor_on_mockai(
+        redis_url,
+        keys,
+        tmp_path,
+        failures={"SERVER-FAILS": 500},
+        consumer_max_deliveries=3,
+        consumer_min_idle_ms=50,
+    ):
+        # the long sky fills an embedding batch of its own: indexed before the flaky one fails
+        await send_ingest(redis_client, keys, "b", sky_document(SKY * 3), flaky)
+        await next_doc_events(redis_client, keys, 2)
     events = await all_doc_events(redis_client, keys)
     assert [(type(e).__name__, e.doc_id) for e in events] == [
         ("DocIngested", "doc-sky"),
@@ -205,11 +213,9 @@ async def test_a_redelivered_command_does_not_announce_finished_documents_twice(
 
 
 async def test_the_ingestor_without_redis_still_serves_search(tmp_path: Path) -> None:
-    async with running_mockai() as openai_url:
-        settings = ingest_settings("", Keys(), tmp_path, openai_url)
-        async with running_ingestor(settings) as ingestor:
-            health = (await ingestor.get("/health")).json()
-            reply = await ingestor.post("/search", json={"query": "anything"})
+    async with ingestor_on_mockai("", Keys(), tmp_path) as ingestor:
+        health = (await ingestor.get("/health")).json()
+        reply = await ingestor.post("/search", json={"query": "anything"})
     assert health == {"status": "ok", "consumer": "off"}
     assert reply.json()["hits"] == []
 
@@ -217,12 +223,10 @@ async def test_the_ingestor_without_redis_still_serves_search(tmp_path: Path) ->
 async def test_an_undecodable_command_goes_straight_to_the_dead_letters(
     redis_url: str, redis_client: aioredis.Redis, keys: Keys, tmp_path: Path
 ) -> None:
-    async with running_mockai() as openai_url:
-        settings = ingest_settings(redis_url, keys, tmp_path, openai_url)
-        async with running_ingestor(settings):
-            await redis_client.xadd(keys.ingest_commands, {"type": "ingest", "data": "{oops"})
-            await send_ingest(redis_client, keys, "after", sky_document())
-            [event] = await next_doc_events(redis_client, keys, 1)
+    async with ingestor_on_mockai(redis_url, keys, tmp_path):
+        await redis_client.xadd(keys.ingest_commands, {"type": "ingest", "data": "{oops"})
+        await send_ingest(redis_client, keys, "after", sky_document())
+        [event] = await next_doc_events(redis_client, keys, 1)
     assert isinstance(event, DocIngested)  # the consumer went on
     [(_id, dead)] = await redis_client.xrange(keys.dead_letters(keys.ingest_commands))
     assert dead["data"] == "{oops"

@@ -8,12 +8,11 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from libs.common.database import create_engine, create_schema
 from libs.events import RunCompleted, RunRequested, RunStarted, StoredEvent, TaskCreated
 from libs.readmodels import (
     LostRace,
     apply_batch,
-    create_engine,
-    create_schema,
     get_task,
     list_activity,
     list_runs,

@@ -3,17 +3,17 @@ after a workload with conflicts, failures and repeated runs."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from libs.common.database import create_engine
 from libs.events import Keys
-from libs.readmodels import create_engine
 from libs.readmodels.rebuild import rebuild_from_archive
 from libs.readmodels.schema import activity, event_archive, projector_positions, runs, tasks
+from tests.eventually import eventually
 from tests.integration.inprocess import InProcessStack, in_process_stack
 
 
@@ -63,12 +63,15 @@ async def workload(stack: InProcessStack) -> None:
 async def until_every_lock_is_released(engine: AsyncEngine) -> None:
     """Until every acquired lock was released and the projector has folded it: the runner
     appends `lock.released` just after the outcome that `?wait` answers on."""
-    for _ in range(500):
-        types = [a["type"] for a in (await snapshot(engine))["activity"]]
-        if types.count("lock.acquired") == types.count("lock.released") > 0:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the workload's runs never all released their locks")
+
+    async def activity_types() -> list[str]:
+        return [a["type"] for a in (await snapshot(engine))["activity"]]
+
+    await eventually(
+        activity_types,
+        until=lambda types: types.count("lock.acquired") == types.count("lock.released") > 0,
+        message="the workload's runs never all released their locks",
+    )
 
 
 async def test_rebuild_from_the_archive_equals_the_live_read_models(

@@ -24,7 +24,9 @@ from libs.events import (
     decode_event,
     event_to_builtins,
 )
-from services.replay_cli import main
+from services.cli import main
+from tests.eventually import eventually
+from tests.redisclock import until_redis_clock_passes
 
 RUN = "a1b2c3d4e5f6a7b8"
 TASK = 7
@@ -48,12 +50,9 @@ async def record(client: aioredis.Redis, keys: Keys, events: list[AnyEvent]) -> 
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, redis_url: str, keys: Keys, tmp_path: Path) -> None:
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    monkeypatch.setenv("RAGPOC_NAMESPACE", keys.namespace)
-    monkeypatch.setenv("RAGPOC_PARTITIONS", str(keys.partitions))
+def env(cli_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # no archive: these tests' task ids must not meet another stack's archived events
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'no-archive.db'}")
+    cli_env.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'no-archive.db'}")
 
 
 async def run_cli(argv: list[str]) -> int:
@@ -212,9 +211,9 @@ async def test_events_without_a_task_merges_every_partition(
 ) -> None:
     first, second = workload(5, "run55555aaaa"), workload(6, "run66666bbbb")
     interleaved = [event for pair in zip(first, second, strict=True) for event in pair]
-    for event in interleaved:  # a ms apart: ids of different streams tie within one ms
+    for event in interleaved:  # ids of different streams tie within one ms: one ms each
         await record(redis_client, keys, [event])
-        await asyncio.sleep(0.002)
+        await until_redis_clock_passes(redis_client)
 
     code = await run_cli(["events"])
     lines = capsys.readouterr().out.splitlines()
@@ -238,13 +237,15 @@ def tag(event: AnyEvent) -> str:
 async def until_following(capsys: pytest.CaptureFixture[str]) -> str:
     """Wait for `ragpoc events --follow` to say it is tailing; what it printed before that."""
     out = ""
-    for _ in range(500):
+
+    def following() -> bool:
+        nonlocal out
         captured = capsys.readouterr()
         out += captured.out
-        if "following" in captured.err:
-            return out
-        await asyncio.sleep(0.02)
-    raise AssertionError("ragpoc events --follow never started following")
+        return "following" in captured.err
+
+    await eventually(following, message="ragpoc events --follow never started following")
+    return out
 
 
 @pytest.mark.usefixtures("env")
@@ -286,15 +287,13 @@ async def test_follow_without_a_task_tails_every_partition_live(
         run_cli(["events", "--follow", "--limit", "0", "--max-events", "3"])
     )
     history = await until_following(capsys)
-    await record(
-        redis_client,
-        keys,
-        [
-            TaskCreated(task_id=2, title="two"),
-            TaskCreated(task_id=3, title="three"),
-            RunRequested(task_id=2, run_id="run22222xxxx"),
-        ],
-    )
+    for event in (
+        TaskCreated(task_id=2, title="two"),
+        TaskCreated(task_id=3, title="three"),
+        RunRequested(task_id=2, run_id="run22222xxxx"),
+    ):  # ids of different streams tie within one ms: one ms each
+        await record(redis_client, keys, [event])
+        await until_redis_clock_passes(redis_client)
     code = await asyncio.wait_for(follower, timeout=20)
 
     lines = (history + capsys.readouterr().out).splitlines()

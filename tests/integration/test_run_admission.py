@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from libs.claims import claim_task, get_claim
+from libs.commandside.claims import claim_task, get_claim
+from libs.commandside.locks import TaskLocks
+from libs.common.database import create_engine
 from libs.events import Keys
-from libs.events.locks import TaskLocks
-from libs.readmodels import create_engine
 from services.gateway.admission import Refused, admit_run
 from tests.integration.inprocess import InProcessStack, in_process_stack
 
@@ -27,15 +27,10 @@ async def stack(
         yield running
 
 
-async def new_task(stack: InProcessStack) -> int:
-    reply = await stack.client.post("/api/tasks", json={"title": "Why is the sky blue?"})
-    return int(reply.json()["id"])
-
-
 async def test_a_second_request_while_a_run_holds_the_task_gets_409_naming_the_holder(
     stack: InProcessStack,
 ) -> None:
-    task_id = await new_task(stack)
+    task_id = await stack.new_task()
     first = await stack.client.post("/run-agents", json={"id": task_id, "hold_seconds": 5})
     second = await stack.client.post("/run-agents", json={"id": task_id})
 
@@ -52,7 +47,7 @@ async def test_a_second_request_while_a_run_holds_the_task_gets_409_naming_the_h
 async def test_the_lock_history_lists_acquisition_and_conflicts_newest_first(
     stack: InProcessStack,
 ) -> None:
-    task_id = await new_task(stack)
+    task_id = await stack.new_task()
     accepted = await stack.client.post("/run-agents", json={"id": task_id, "hold_seconds": 5})
     for _ in range(2):
         await stack.client.post("/run-agents", json={"id": task_id})
@@ -69,7 +64,7 @@ async def test_the_lock_history_lists_acquisition_and_conflicts_newest_first(
 async def test_a_finished_run_releases_the_lock_and_the_next_run_gets_a_larger_fence(
     stack: InProcessStack,
 ) -> None:
-    task_id = await new_task(stack)
+    task_id = await stack.new_task()
     first = (await stack.client.post("/run-agents", json={"id": task_id})).json()
     await stack.wait_for_event(task_id, "lock.released")
     second = await stack.client.post("/run-agents", json={"id": task_id})
@@ -80,7 +75,7 @@ async def test_a_finished_run_releases_the_lock_and_the_next_run_gets_a_larger_f
 
 
 async def test_a_run_answered_with_wait_has_already_freed_its_task(stack: InProcessStack) -> None:
-    task_id = await new_task(stack)
+    task_id = await stack.new_task()
     fences = []
     for query in ["sky?", "sky [[mockai:fail-midstream]]", "sky again?"]:
         reply = await stack.client.post(
@@ -96,7 +91,7 @@ async def test_a_run_answered_with_wait_has_already_freed_its_task(stack: InProc
 async def test_a_live_claim_in_the_database_refuses_the_run_and_frees_the_lock(
     stack: InProcessStack, keys: Keys, redis_url: str
 ) -> None:
-    task_id = await new_task(stack)
+    task_id = await stack.new_task()
     engine = create_engine(stack.settings.sqlalchemy_url)
     try:
         # a run queued elsewhere whose lock lapsed (the queue was slow): only the DB guards it
@@ -114,7 +109,7 @@ async def test_a_live_claim_in_the_database_refuses_the_run_and_frees_the_lock(
 
 
 async def test_an_expired_claim_no_longer_guards_the_task(stack: InProcessStack) -> None:
-    task_id = await new_task(stack)
+    task_id = await stack.new_task()
     engine = create_engine(stack.settings.sqlalchemy_url)
     try:
         assert await claim_task(engine, task_id, "abandoned-run", 7, time.time() - 1)
@@ -130,7 +125,7 @@ async def test_the_lock_layer_refuses_when_the_lock_was_taken_after_the_precheck
     from services.gateway.context import GatewayContext
     from services.gateway.hub import EventHub
 
-    task_id = await new_task(stack)
+    task_id = await stack.new_task()
     locks = TaskLocks(stack.store.redis, keys)
     taken = await locks.acquire(task_id, "racer", 30_000)
     assert not isinstance(taken, Refused)
@@ -156,7 +151,7 @@ async def test_the_lock_layer_refuses_when_the_lock_was_taken_after_the_precheck
 async def test_metrics_count_requests_acceptances_refusals_by_layer_and_outcomes(
     stack: InProcessStack,
 ) -> None:
-    task_id = await new_task(stack)
+    task_id = await stack.new_task()
     await stack.client.post("/run-agents", json={"id": task_id, "hold_seconds": 0.5})
     refused = await stack.client.post("/run-agents", json={"id": task_id})
     assert refused.status_code == 409

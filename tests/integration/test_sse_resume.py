@@ -25,15 +25,22 @@ async def stack(redis_url: str, keys: Keys, tmp_path: Path) -> AsyncIterator[InP
 
 
 async def read_events(
-    client: httpx.AsyncClient, task_id: int, *, count: int | None = None, last_id: str = ""
+    client: httpx.AsyncClient,
+    task_id: int,
+    *,
+    count: int | None = None,
+    last_id: str = "",
+    received: asyncio.Event | None = None,
 ) -> list[tuple[str, str]]:
-    """(id, type) of the task's frames, until `count` frames or its lock.released."""
+    """(id, type) of the task's frames, until `count` frames or its lock.released; `received`
+    is set at the first frame (the gateway subscribes a client before it sends any)."""
     frames = await sse_frames(
         client,
         f"/events/tasks/{task_id}",
         count=count,
         last_id=last_id,
         until=lambda frame: frame["event"] == "lock.released",
+        received=received,
     )
     for frame in frames:
         json.loads(frame["data"])
@@ -71,12 +78,9 @@ async def test_after_redis_trimmed_the_stream_the_rest_comes_from_the_archive(
 ) -> None:
     task_id = await finished_task(stack)
     everything = await read_events(stack.client, task_id)
-    for _ in range(100):  # the archive is written by the projector, just behind the stream
-        archived = (await stack.client.get(f"/api/tasks/{task_id}")).json()
-        if archived["status"] == "done":
-            break
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.3)
+    # the archive is written by the projector, just behind the stream: wait until it holds the
+    # task's last event
+    await stack.wait_for_activity(task_id, "lock.released")
     await stack.store.redis.xtrim(keys.task_events(task_id), maxlen=2, approximate=False)
 
     assert await read_events(stack.client, task_id, last_id="0-0") == everything
@@ -87,8 +91,13 @@ async def test_after_redis_trimmed_the_stream_the_rest_comes_from_the_archive(
 async def test_live_events_reach_many_clients_through_one_reader(stack: InProcessStack) -> None:
     task = (await stack.client.post("/api/tasks", json={"title": "Why is the sky blue?"})).json()
     blocked_before = await blocked_readers(stack)
-    readers = [asyncio.create_task(read_events(stack.client, task["id"])) for _ in range(50)]
-    await asyncio.sleep(0.5)  # every client is connected and following
+    following = [asyncio.Event() for _ in range(50)]
+    readers = [
+        asyncio.create_task(read_events(stack.client, task["id"], received=subscribed))
+        for subscribed in following
+    ]
+    # every client is connected and following: each got the task's first event
+    await asyncio.wait_for(asyncio.gather(*(event.wait() for event in following)), timeout=30)
     blocked_following = await blocked_readers(stack)
     await stack.client.post("/run-agents", json={"id": task["id"]})
     results = await asyncio.wait_for(asyncio.gather(*readers), timeout=30)

@@ -1,11 +1,16 @@
 """Fixtures for the browser tests: a whole `ragpoc up` stack and a headless Debian Chromium.
 
 Skips (or fails, with RAGPOC_REQUIRE_SERVICES=1) when /usr/bin/chromium or the playwright
-package is missing. Screenshots go to RAGPOC_UI_ARTIFACTS (default test-artifacts/ui/)."""
+package is missing. Screenshots go to RAGPOC_UI_ARTIFACTS (default test-artifacts/ui/).
+
+One stack serves every browser test module of this package (package scope): each test creates
+its own tasks and documents and asserts only on those, so the modules do not disturb each other.
+Each test gets a fresh browser context (`page`), which fails the test on a console error."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +21,7 @@ import pytest
 
 from tests.conftest import unavailable
 from tests.stackproc import ragpoc_up
+from tests.ui.pages import CSP, TIMEOUT_MS, Console
 
 CHROMIUM = os.environ.get("RAGPOC_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -67,7 +73,8 @@ def browser() -> Iterator[Any]:
         browser.close()
 
 
-@pytest.fixture(scope="module")
+# Package scope: started once for all the browser test modules here, not once per module.
+@pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`ragpoc up` on free ports with its own Valkey and data folder; yields the gateway URL."""
     data = tmp_path_factory.mktemp("ui-stack")
@@ -78,3 +85,30 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         if os.environ.get("RAGPOC_UI_KEEP_LOGS"):
             shutil.copy(data / "up.log", Path(os.environ["RAGPOC_UI_KEEP_LOGS"]))
+
+
+@pytest.fixture
+def api(stack: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack, timeout=70) as client:
+        yield client
+
+
+@pytest.fixture
+def page(browser: Any, stack: str, request: pytest.FixtureRequest) -> Iterator[Any]:
+    context = browser.new_context(base_url=stack, viewport={"width": 1200, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+
+    def with_csp(route: Any) -> None:
+        response = route.fetch()
+        headers = {**response.headers, "content-security-policy": CSP}
+        route.fulfill(response=response, headers=headers)
+
+    context.route(re.compile(r"^https?://[^/]+/(\?[^/]*)?$"), with_csp)  # the page itself
+    page = context.new_page()
+    console = Console()
+    page.on("console", console.on_console)
+    page.on("pageerror", console.on_page_error)
+    page.console = console
+    yield page
+    context.close()
+    assert not console.errors, "browser console errors:\n" + "\n".join(console.errors)

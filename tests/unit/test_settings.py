@@ -47,3 +47,27 @@ def test_help_lists_every_subcommand_and_the_environment(
     out = capsys.readouterr().out
     for word in ("up", "gateway", "runner", "ingestor", "projector", "mockai", "REDIS_URL"):
         assert word in out
+
+
+def test_every_service_settings_struct_loads_and_fails_the_same_way() -> None:
+    from services.ingestor.settings import IngestSettings
+    from services.mockai.settings import MockaiSettings
+
+    assert IngestSettings.from_env({"RAGPOC_CHUNK_SIZE": "500"}).chunk_size == 500
+    assert MockaiSettings.from_env({}).embedding_dims == 256
+    with pytest.raises(SettingsError, match="RAGPOC_CHUNK_SIZE"):
+        IngestSettings.from_env({"RAGPOC_CHUNK_SIZE": "ten"})
+    with pytest.raises(SettingsError, match="MOCKAI_EMBEDDING_DIMS"):
+        MockaiSettings.from_env({"MOCKAI_EMBEDDING_DIMS": "0"})
+    with pytest.raises(SettingsError, match="RAGPOC_CHUNK_OVERLAP"):  # a rule across fields
+        IngestSettings.from_env({"RAGPOC_CHUNK_SIZE": "100", "RAGPOC_CHUNK_OVERLAP": "100"})
+
+
+def test_help_lists_the_variables_of_every_settings_struct(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    out = capsys.readouterr().out
+    for variable in ("RUNNER_METRICS_PORT", "RAGPOC_CHUNK_SIZE", "MOCKAI_EMBEDDING_DIMS"):
+        assert variable in out

@@ -9,6 +9,7 @@ stored fence with the writer's own, so a run that lost its lock cannot change th
 from __future__ import annotations
 
 import time
+from enum import StrEnum
 from typing import Any
 
 import msgspec
@@ -16,27 +17,37 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from libs.readmodels.schema import run_claims
+from libs.commandside.schema import run_claims
 
 __all__ = [
     "LIVE_STATES",
     "Claim",
+    "ClaimState",
     "claim_task",
     "fail_claim_of_run",
     "finish_claim",
     "get_claim",
+    "queued_claims",
     "refresh_claim",
     "start_claim",
 ]
 
-LIVE_STATES = ("queued", "running")
+
+class ClaimState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+LIVE_STATES = (ClaimState.QUEUED, ClaimState.RUNNING)
 
 
 class Claim(msgspec.Struct, frozen=True, kw_only=True):
     task_id: int
     run_id: str
     fence: int
-    state: str
+    state: ClaimState
     expires_at: float
     updated_at: float
 
@@ -51,9 +62,25 @@ async def get_claim(engine: AsyncEngine, task_id: int) -> Claim | None:
             .mappings()
             .first()
         )
-    if row is None:
-        return None
-    return msgspec.convert({str(k): v for k, v in row.items()}, Claim)
+    return None if row is None else _claim(row)
+
+
+async def queued_claims(engine: AsyncEngine, *, limit: int) -> list[Claim]:
+    """The claims of runs queued and not yet started, oldest first (what the jobs view
+    explains)."""
+    query = (
+        sa.select(run_claims)
+        .where(run_claims.c.state == ClaimState.QUEUED)
+        .order_by(run_claims.c.updated_at)
+        .limit(limit)
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).mappings().all()
+    return [_claim(row) for row in rows]
+
+
+def _claim(row: Any) -> Claim:
+    return msgspec.convert({str(k): v for k, v in row.items()}, Claim, strict=False)
 
 
 async def claim_task(
@@ -61,7 +88,12 @@ async def claim_task(
 ) -> bool:
     """The atomic update: claim the task unless another run's claim is live."""
     now = time.time()
-    values = {"run_id": run_id, "fence": fence, "state": "queued", "expires_at": expires_at}
+    values = {
+        "run_id": run_id,
+        "fence": fence,
+        "state": ClaimState.QUEUED,
+        "expires_at": expires_at,
+    }
     async with engine.begin() as conn:
         updated = await conn.execute(
             run_claims.update()
@@ -105,16 +137,16 @@ async def start_claim(
         run_claims.c.state.in_(LIVE_STATES),
     ]
     return await _update_one(
-        engine, task_id, conditions, state="running", fence=fence, expires_at=expires_at
+        engine, task_id, conditions, state=ClaimState.RUNNING, fence=fence, expires_at=expires_at
     )
 
 
 async def refresh_claim(engine: AsyncEngine, task_id: int, fence: int, expires_at: float) -> bool:
-    conditions = [run_claims.c.fence == fence, run_claims.c.state == "running"]
+    conditions = [run_claims.c.fence == fence, run_claims.c.state == ClaimState.RUNNING]
     return await _update_one(engine, task_id, conditions, expires_at=expires_at)
 
 
-async def finish_claim(engine: AsyncEngine, task_id: int, fence: int, state: str) -> bool:
+async def finish_claim(engine: AsyncEngine, task_id: int, fence: int, state: ClaimState) -> bool:
     """Fenced: only the run holding the stored fence may finish the claim."""
     conditions = [run_claims.c.fence == fence, run_claims.c.state.in_(LIVE_STATES)]
     return await _update_one(engine, task_id, conditions, state=state)
@@ -123,4 +155,4 @@ async def finish_claim(engine: AsyncEngine, task_id: int, fence: int, state: str
 async def fail_claim_of_run(engine: AsyncEngine, task_id: int, run_id: str) -> bool:
     """For a dead-lettered command: its run will never finish, whatever fence it reached."""
     conditions = [run_claims.c.run_id == run_id, run_claims.c.state.in_(LIVE_STATES)]
-    return await _update_one(engine, task_id, conditions, state="failed")
+    return await _update_one(engine, task_id, conditions, state=ClaimState.FAILED)

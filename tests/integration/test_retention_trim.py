@@ -1,94 +1,38 @@
 """Trimming the Redis streams (retention) against a real Valkey/Redis and SQLite/PostgreSQL:
-only what the archive holds, what no group still needs and what is old enough goes, and every
-reader gives the same history after a trim as before it (the rest comes from the archive)."""
+only what the archive holds, what no group still needs and what is old enough goes."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from libs.common.database import create_engine, create_schema
 from libs.events import (
     RUNNERS_GROUP,
-    AnyEvent,
     EventStore,
     Keys,
-    LockAcquired,
-    LockReleased,
-    RunCompleted,
-    RunRequested,
-    RunStarted,
-    StoredEvent,
-    TaskCreated,
 )
 from libs.events.consumer import ConsumerOptions, GroupConsumer
+from libs.events.ids import entry_key
 from libs.events.retention import Trimmer
 from libs.events.store import last_generated_id
-from libs.readmodels import (
-    apply_batch,
-    create_engine,
-    create_schema,
-    entry_key,
-    load_positions,
-)
+from libs.readmodels import apply_batch
 from libs.readmodels.archive import SqlArchive, partition_events, task_history
 from libs.readmodels.schema import event_archive
-from tests.integration.inprocess import InProcessStack, in_process_stack
-from tests.integration.test_rebuild import workload
-from tests.sse_client import sse_frames
-
-# ---------------------------------------------------------------- helpers
-
-
-class NoArchive:
-    """An archive that holds nothing: partition logs and task streams must stay whole."""
-
-    async def projected_positions(self) -> dict[int, str]:
-        return {}
-
-    async def last_archived(self, task_ids: Sequence[int]) -> dict[int, str]:
-        return {}
-
-
-def events_of(task_id: int, run_id: str) -> list[AnyEvent]:
-    return [
-        TaskCreated(task_id=task_id, title=f"task {task_id}"),
-        LockAcquired(task_id=task_id, run_id=run_id, fence=1, ttl_ms=1000),
-        RunRequested(task_id=task_id, run_id=run_id, fence=1, query="sky"),
-        RunStarted(task_id=task_id, run_id=run_id, fence=1, worker="w"),
-        RunCompleted(task_id=task_id, run_id=run_id, fence=1, answer="blue"),
-        LockReleased(task_id=task_id, run_id=run_id, fence=1),
-    ]
-
-
-def trim_line(verb: str, removed: int, stream: str) -> str:
-    """How `ragpoc trim` reports a stream it trimmed (or would)."""
-    return f"{verb:<10} {removed:>6}  {stream}  (below "
-
-
-def pairs(events: Sequence[StoredEvent]) -> list[tuple[str, AnyEvent]]:
-    return [(stored.stream_id, stored.event) for stored in events]
-
-
-async def run_in_thread(main: Any, argv: list[str]) -> int:
-    code: int = await asyncio.to_thread(main, argv)
-    return code
-
-
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, redis_url: str, keys: Keys) -> pytest.MonkeyPatch:
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    monkeypatch.setenv("RAGPOC_NAMESPACE", keys.namespace)
-    monkeypatch.setenv("RAGPOC_PARTITIONS", str(keys.partitions))
-    return monkeypatch
-
+from services.cli import main
+from tests.eventually import eventually
+from tests.integration.retention_support import (
+    NoArchive,
+    events_of,
+    pairs,
+    run_in_thread,
+    trim_line,
+)
+from tests.redisclock import until_redis_clock_passes
 
 # ---------------------------------------------------------------- command streams
 
@@ -112,7 +56,7 @@ async def test_pending_commands_survive_a_trim_and_stay_claimable(
     await redis_client.xack(ingest, "ingestors", *[i for i, _ in reply[0][1]])
     dead = await redis_client.xadd(keys.dead_letters(stream), {"reason": "r"})
     await redis_client.xadd(keys.doc_events, {"type": "doc.ingested", "data": "{}"})
-    await asyncio.sleep(0.01)
+    await until_redis_clock_passes(redis_client)
 
     kept = await Trimmer(redis_client, keys, NoArchive(), retention_s=3600).run_once()
     assert sum(trim.removed for trim in kept.streams) == 0  # nothing is old enough yet
@@ -150,7 +94,7 @@ async def test_a_command_stream_without_a_group_is_kept_whole(
     redis_client: aioredis.Redis, keys: Keys
 ) -> None:
     ids = [await redis_client.xadd(keys.run_commands, {"n": str(n)}) for n in range(3)]
-    await asyncio.sleep(0.01)
+    await until_redis_clock_passes(redis_client)
 
     await Trimmer(redis_client, keys, NoArchive(), retention_s=0).run_once()
 
@@ -167,8 +111,6 @@ async def test_only_archived_entries_leave_the_logs_and_task_streams(
     cli_env: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from services.rebuild_cli import main as rebuild_main
-    from services.trim_cli import main as trim_main
 
     store = EventStore(redis_client, keys)
     engine = create_engine(database_url)
@@ -193,9 +135,9 @@ async def test_only_archived_entries_leave_the_logs_and_task_streams(
     await apply_batch(engine, 2, await store.log_range(2, "-", "+"))
     position = log_one[7].entry_id
     before_ids = {t: await last_generated_id(redis_client, keys.task_events(t)) for t in history}
-    await asyncio.sleep(0.01)
+    await until_redis_clock_passes(redis_client)
 
-    dry = await run_in_thread(trim_main, ["--dry-run"])
+    dry = await run_in_thread(main, ["trim", "--dry-run"])
     dry_out = capsys.readouterr().out
     assert dry == 0
     assert trim_line("would trim", 8, keys.partition_log(1)) in dry_out
@@ -207,7 +149,7 @@ async def test_only_archived_entries_leave_the_logs_and_task_streams(
     assert await redis_client.xlen(keys.partition_log(1)) == 18  # a dry run changes nothing
     assert await redis_client.xlen(keys.task_events(2)) == 6
 
-    code = await run_in_thread(trim_main, [])
+    code = await run_in_thread(main, ["trim"])
     out = capsys.readouterr().out
     assert code == 0
     assert trim_line("trimmed", 8, keys.partition_log(1)) in out
@@ -246,7 +188,7 @@ async def test_only_archived_entries_leave_the_logs_and_task_streams(
     assert await partition_events(store, engine, 1, limit=5) == log_one[:5]
 
     # the Redis logs were trimmed: replaying them would replace the archive with less history
-    refused = await run_in_thread(rebuild_main, ["--from-streams"])
+    refused = await run_in_thread(main, ["rebuild", "--from-streams"])
     assert refused == 1
     assert "were trimmed" in capsys.readouterr().err
     async with engine.connect() as conn:
@@ -255,7 +197,7 @@ async def test_only_archived_entries_leave_the_logs_and_task_streams(
 
     # once the rest is projected, the next pass empties everything
     await apply_batch(engine, 1, log_one[8:])
-    await asyncio.sleep(0.01)
+    await until_redis_clock_passes(redis_client)
     report = await Trimmer(redis_client, keys, SqlArchive(engine), retention_s=0).run_once()
     assert report.counts()["task_streams_emptied"] == 3
     assert await redis_client.xlen(keys.partition_log(1)) == 0
@@ -269,13 +211,12 @@ async def test_only_archived_entries_leave_the_logs_and_task_streams(
 def test_trim_needs_redis_and_explains_itself(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from services.trim_cli import main as trim_main
 
     monkeypatch.delenv("REDIS_URL", raising=False)
-    assert trim_main([]) == 2
+    assert main(["trim"]) == 2
     assert "REDIS_URL is not set" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        trim_main(["--help"])
+        main(["trim", "--help"])
     out = capsys.readouterr().out
     assert "usage: ragpoc trim [-h] [--dry-run]" in out
     assert "never MAXLEN" in out
@@ -304,10 +245,10 @@ async def test_the_projector_trims_every_interval_and_logs_each_pass(
     await projector_main.trim_loop(trimmer, 0, stop)  # 0: never
     assert lines == [("trim.disabled", {})]
     loop = asyncio.create_task(projector_main.trim_loop(trimmer, 0.05, stop))
-    for _ in range(100):
-        if any(event == "trim.pass" for event, _ in lines):
-            break
-        await asyncio.sleep(0.02)
+    await eventually(
+        lambda: any(event == "trim.pass" for event, _ in lines),
+        message="the trim loop logged no pass",
+    )
     stop.set()
     await asyncio.wait_for(loop, 5)
 
@@ -318,155 +259,3 @@ async def test_the_projector_trims_every_interval_and_logs_each_pass(
 
 
 # ---------------------------------------------------------------- readers after a trim
-
-
-async def until_everything_is_projected(stack: InProcessStack, engine: AsyncEngine) -> None:
-    """Until every partition's position is its log's last id, twice in a row."""
-    keys, redis = stack.store.keys, stack.store.redis
-    settled = 0
-    for _ in range(300):
-        positions = await load_positions(engine)
-        tails = [await last_generated_id(redis, log) for log in keys.partition_logs()]
-        projected = [positions.get(p, "0-0") for p in range(keys.partitions)]
-        settled = settled + 1 if tails == projected else 0
-        if settled == 2:
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError("the projector did not catch up")
-
-
-async def readers(
-    stack: InProcessStack,
-    task_ids: list[int],
-    sizes: dict[int, int],
-    since: str,
-    capsys: pytest.CaptureFixture[str],
-) -> dict[str, Any]:
-    """What every reader of history says: task SSE (whole and resumed), the all-tasks SSE
-    (from the start and resumed), the lock history, `ragpoc events` and `ragpoc state`."""
-    from services.replay_cli import main as replay_main
-
-    client = stack.client
-    total = sum(sizes.values())
-    seen: dict[str, Any] = {}
-    for task_id in task_ids:
-        url = f"/events/tasks/{task_id}"
-        whole = await asyncio.wait_for(sse_frames(client, url, count=sizes[task_id]), 15)
-        rest = await asyncio.wait_for(
-            sse_frames(client, url, count=sizes[task_id] - 3, last_id=whole[2]["id"]), 15
-        )
-        seen[f"sse {task_id}"] = whole
-        seen[f"sse {task_id} resumed"] = rest
-        locks = await client.get(f"/api/tasks/{task_id}/locks", params={"limit": 5000})
-        seen[f"locks {task_id}"] = locks.json()
-        seen[f"locks {task_id} limit 3"] = (
-            await client.get(f"/api/tasks/{task_id}/locks", params={"limit": 3})
-        ).json()
-    feed = await asyncio.wait_for(sse_frames(client, "/events?from=start", count=total), 15)
-    seen["all"] = feed
-    seen["all resumed"] = await asyncio.wait_for(
-        sse_frames(client, "/events", count=total - total // 2, last_id=feed[total // 2 - 1]["id"]),
-        15,
-    )
-    commands = [
-        *(["events", str(t), "--json"] for t in task_ids),
-        ["events", "--json"],
-        ["events", "--json", "--limit", "7"],
-        ["events", "--json", "--since", since, "--limit", "9"],
-        *(["state", str(t), "--json"] for t in task_ids),
-    ]
-    for argv in commands:
-        capsys.readouterr()
-        code = await run_in_thread(replay_main, argv)
-        assert code == 0, argv
-        out = capsys.readouterr().out.splitlines()  # JSON lines (not the stack's log lines)
-        seen[" ".join(argv)] = [line for line in out if line.startswith("{")]
-    return seen
-
-
-async def test_every_reader_gives_the_same_history_after_a_trim(
-    redis_url: str,
-    database_url: str,
-    keys: Keys,
-    tmp_path: Path,
-    cli_env: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    cli_env.setenv("DATABASE_URL", database_url)
-    async with in_process_stack(redis_url, database_url, keys, str(tmp_path), dev=True) as stack:
-        store, redis = stack.store, stack.store.redis
-        await workload(stack)
-        engine = create_engine(stack.settings.sqlalchemy_url)
-        try:
-            await until_everything_is_projected(stack, engine)
-            task_ids = [t["id"] for t in (await stack.client.get("/api/tasks")).json()["tasks"]]
-            sizes = {t: len(await store.task_events(t)) for t in task_ids}
-            total = sum(sizes.values())
-            tails = [await last_generated_id(redis, log) for log in keys.partition_logs()]
-            logged = [e for p in range(keys.partitions) for e in await store.log_range(p, "-", "+")]
-            log_ids = sorted((e.entry_id for e in logged), key=entry_key)
-            since = log_ids[len(log_ids) // 3]
-            before = await readers(stack, task_ids, sizes, since, capsys)
-            await asyncio.sleep(0.01)
-
-            report = await Trimmer(redis, keys, SqlArchive(engine), retention_s=0).run_once()
-
-            counts = report.counts()
-            assert counts["partition_entries"] == counts["task_entries"] == total
-            assert counts["task_streams_emptied"] == len(task_ids) == 4
-            for task_id in task_ids:  # emptied by XTRIM, not deleted
-                assert await redis.xlen(keys.task_events(task_id)) == 0
-                assert await redis.exists(keys.task_events(task_id)) == 1
-            positions = await load_positions(engine)
-            for p, log in enumerate(keys.partition_logs()):
-                assert await redis.xlen(log) == 0  # all of it was at or below the position
-                assert await last_generated_id(redis, log) == tails[p]
-                assert positions.get(p, "0-0") == tails[p]
-            assert await redis.xlen(keys.run_commands) == 0  # every command was acked
-
-            after = await readers(stack, task_ids, sizes, since, capsys)
-            assert after == before
-            # what was compared is the whole history
-            assert len(before["all"]) == total
-            assert len(before["events --json"]) == total
-            assert [json.loads(line)["id"] for line in before["events --json --limit 7"]] == (
-                log_ids[-7:]
-            )
-            assert [
-                json.loads(line)["id"]
-                for line in before["events --json --since " + since + " --limit 9"]
-            ] == log_ids[len(log_ids) // 3 :][:9]
-            for task_id in task_ids:
-                assert len(before[f"events {task_id} --json"]) == sizes[task_id]
-                state = json.loads(before[f"state {task_id} --json"][0])
-                projected = (await stack.client.get(f"/api/tasks/{task_id}")).json()
-                assert state["task"]["status"] == projected["status"]
-                assert state["total_events"] == sizes[task_id]
-                locks = before[f"locks {task_id}"]["locks"]
-                assert locks[0]["type"] == "lock.released"
-                assert before[f"locks {task_id} limit 3"]["locks"] == locks[:3]
-            conflicts = [
-                lock
-                for t in task_ids
-                for lock in before[f"locks {t}"]["locks"]
-                if lock["type"] == "lock.conflict"
-            ]
-            assert len(conflicts) == 3
-
-            # a client without a position starts at the live tail of the emptied logs, not
-            # at the start of the archive
-            connected = asyncio.Event()
-            live = asyncio.create_task(
-                sse_frames(stack.client, "/events", count=1, connected=connected)
-            )
-            await asyncio.wait_for(connected.wait(), timeout=10)
-            created = await stack.client.post("/api/tasks", json={"title": "after the trim"})
-            [frame] = await asyncio.wait_for(live, timeout=10)
-            position, event_type = frame["id"], frame["event"]
-            new_partition = keys.partition_of(created.json()["id"])
-            parts = dict(part.split("=") for part in position.split(","))
-            assert event_type == "task.created"
-            assert entry_key(parts.pop(str(new_partition))) > entry_key(tails[new_partition])
-            assert parts == {str(p): tail for p, tail in enumerate(tails) if p != new_partition}
-        finally:
-            await engine.dispose()

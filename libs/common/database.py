@@ -1,4 +1,11 @@
-"""Async SQLAlchemy engine for SQLite (WAL) or PostgreSQL, and schema creation."""
+"""The SQL database every service shares: the async engine (SQLite in WAL mode, or PostgreSQL),
+the one `MetaData` its tables belong to, and schema creation.
+
+Two homes own tables: `libs.readmodels.schema` (the projector's read models and event archive)
+and `libs.commandside.schema` (the run claims that guard commands). Each registers its tables on
+`metadata` when its package is imported, so `create_schema` creates the tables of every home the
+process uses, and nothing here depends on them.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from libs.readmodels.schema import metadata
+__all__ = ["create_engine", "create_schema", "metadata"]
 
-__all__ = ["create_engine", "create_schema"]
+metadata = sa.MetaData()
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -30,5 +37,6 @@ def create_engine(url: str) -> AsyncEngine:
 
 
 async def create_schema(engine: AsyncEngine) -> None:
+    """Create the tables (of every imported home) that do not exist yet."""
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)

@@ -4,19 +4,15 @@ RAGPOC_TRIM_INTERVAL_S), printing per stream what it trimmed, or with --dry-run 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
-
-import redis.asyncio as aioredis
 
 from libs.common import Settings
+from libs.common.database import create_engine, create_schema
 from libs.events import Keys, connect_redis
 from libs.events.retention import StreamTrim, Trimmer, TrimReport
-from libs.readmodels import create_engine, create_schema
 from libs.readmodels.archive import SqlArchive
-from services.cli_settings import settings_for
+from services.cli.settings import Subparsers, run_async, settings_for
 
-__all__ = ["build_parser", "main", "render_report"]
+__all__ = ["add_parser", "render_report", "run"]
 
 _WHY_KEPT = {
     "partition": "nothing projected (archived) yet",
@@ -26,9 +22,10 @@ _WHY_KEPT = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ragpoc trim",
+def add_parser(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "trim",
+        help="Trim the Redis streams once, safely, or --dry-run",
         description=(
             "Trim the Redis streams once, as the projector does every RAGPOC_TRIM_INTERVAL_S,\n"
             "and print per stream what was trimmed. Entries older than\n"
@@ -52,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dry-run", action="store_true", help="count what would be trimmed; change nothing"
     )
-    return parser
+    parser.set_defaults(run=run)
 
 
 def _line(trim: StreamTrim, dry_run: bool) -> str:
@@ -96,19 +93,13 @@ async def trim_once(settings: Settings, *, dry_run: bool) -> TrimReport:
         await engine.dispose()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     settings = settings_for("trim", needs_redis=True)
     if settings is None:
         return 2
-    try:
-        report = asyncio.run(trim_once(settings, dry_run=args.dry_run))
-    except aioredis.ConnectionError as exc:
-        print(f"ragpoc trim: cannot reach Redis at {settings.redis_url}: {exc}", file=sys.stderr)
-        return 1
-    print("\n".join(render_report(report)))
-    return 0
 
+    async def work() -> int:
+        print("\n".join(render_report(await trim_once(settings, dry_run=args.dry_run))))
+        return 0
 
-if __name__ == "__main__":
-    sys.exit(main())
+    return run_async("trim", settings, work())

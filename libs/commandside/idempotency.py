@@ -1,7 +1,7 @@
 """`Idempotency-Key` on `POST /run-agents`: a client's retry gets the run its first try started.
 
 A 409 only stops concurrent duplicates: a retry sent after the first run had finished would run
-the task again (PITFALLS 7). With the header, the first request records key -> run in Redis,
+the task again. With the header, the first request records key -> run in Redis,
 per task, in the task's hash slot. A later request with the same key and the same body is
 answered with that run instead of starting another; the same key with a different body is a 422.
 
@@ -17,21 +17,19 @@ from dataclasses import dataclass
 
 import msgspec
 import redis.asyncio as aioredis
-from starlette.datastructures import Headers
 
+from libs.commandside.errors import InvalidIdempotencyKey, UnsettledIdempotencyKey
 from libs.events import Keys
-from services.gateway.errors import ApiError
 
 __all__ = [
     "EarlierRequest",
     "IdempotencyKeys",
     "IdempotencyRecord",
     "Reservation",
-    "idempotency_key",
+    "checked_idempotency_key",
     "request_fingerprint",
 ]
 
-HEADER = "idempotency-key"
 MAX_KEY_LENGTH = 255
 PENDING_LEASE_MS = 60_000
 
@@ -72,16 +70,15 @@ class EarlierRequest:
     record: IdempotencyRecord
 
 
-def idempotency_key(headers: Headers) -> str | None:
-    """The request's Idempotency-Key, if any: 1 to 255 visible ASCII characters."""
-    value = headers.get(HEADER)
+def checked_idempotency_key(value: str | None) -> str | None:
+    """An Idempotency-Key header's value, if any, once it is 1 to 255 visible ASCII
+    characters (`InvalidIdempotencyKey` otherwise)."""
     if value is None:
         return None
     if not 0 < len(value) <= MAX_KEY_LENGTH or not all("!" <= c <= "~" for c in value):
-        raise ApiError(
-            422,
+        raise InvalidIdempotencyKey(
             f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} visible ASCII characters "
-            "(a UUID is a good choice)",
+            "(a UUID is a good choice)"
         )
     return value
 
@@ -112,7 +109,7 @@ class IdempotencyKeys:
             raw = await self.redis.get(redis_key)
             if raw is not None:
                 return EarlierRequest(msgspec.json.decode(raw, type=IdempotencyRecord))
-        raise ApiError(503, "the Idempotency-Key record kept changing; retry the request")
+        raise UnsettledIdempotencyKey("the Idempotency-Key record kept changing; retry the request")
 
     async def confirm(self, reservation: Reservation, fence: int) -> None:
         """The run is queued: remember the key for `ttl_s`, with the run's fence."""

@@ -20,7 +20,10 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-__all__ = ["build_parser", "main"]
+from libs.common import Settings, SettingsError, load_settings
+from services.cli.settings import Subparsers, running_stack
+
+__all__ = ["add_parser", "run"]
 
 SUFFIXES = (".txt", ".md", ".markdown")
 MAX_BATCH_DOCUMENTS = 100  # the gateway's limit
@@ -43,9 +46,10 @@ class Document:
     size: int  # of its JSON, bytes
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ragpoc ingest",
+def add_parser(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "ingest",
+        help="Ingest .txt/.md files or folders through the gateway",
         description=(
             "Index text (.txt) and Markdown (.md) files for search: they are sent to the\n"
             "gateway, then chunked, embedded and stored by the ingestor. Folders are read\n"
@@ -64,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
     parser.add_argument(
         "--base-url",
-        default="http://127.0.0.1:8001",
-        help="the gateway's URL (default: %(default)s)",
+        help="the gateway's URL (default: the gateway of the `ragpoc up` stack running from "
+        "RAGPOC_DATA_DIR, else http://RAGPOC_HOST:GATEWAY_PORT)",
     )
     parser.add_argument(
         "--batch-size",
@@ -93,11 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest request body to send; keep it under the gateway's RAGPOC_MAX_BODY_BYTES "
         "(default: %(default)s)",
     )
-    return parser
+    parser.set_defaults(run=run)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def gateway_url() -> str:
+    """The running `ragpoc up` stack's gateway, else the one the settings name."""
+    try:
+        settings = load_settings()
+    except SettingsError:
+        settings = Settings()
+    stack = running_stack(settings.data_dir)
+    return stack.gateway_url if stack is not None else settings.gateway_url
+
+
+def run(args: argparse.Namespace) -> int:
+    base_url = args.base_url or gateway_url()
     started = time.perf_counter()
     totals = Totals()
     documents = list(_documents(_files(args.paths, totals), totals))
@@ -108,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if totals.failures else 2
     wait = None if args.no_wait else args.wait
     with (
-        httpx.Client(base_url=args.base_url, timeout=(wait or 0) + 30) as client,
+        httpx.Client(base_url=base_url, timeout=(wait or 0) + 30) as client,
         tqdm(total=len(documents), unit="doc", desc="ingesting", disable=None) as progress,
     ):
         for batch in _batches(documents, args.batch_size, args.max_request_bytes):
@@ -117,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             except httpx.TransportError as exc:
                 progress.close()
                 print(
-                    f"ragpoc ingest: cannot reach the gateway at {args.base_url} ({exc}): "
+                    f"ragpoc ingest: cannot reach the gateway at {base_url} ({exc}): "
                     "start it with `ragpoc up`, or pass --base-url",
                     file=sys.stderr,
                 )
@@ -271,7 +285,3 @@ def _wait(raw: str) -> float:
     if not 0 < value <= 120:  # also rejects nan
         raise argparse.ArgumentTypeError("must be a number of seconds above 0 and at most 120")
     return value
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,38 @@
+"""`ragpoc up`: the whole stack on this machine (see `services.cli.supervisor`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from libs.common.logging import configure_logging
+from services.cli.settings import Subparsers, environment_help, settings_for
+
+__all__ = ["add_parser", "run"]
+
+DESCRIPTION = (
+    "Start the whole stack on this machine: an embedded Valkey (unless REDIS_URL is set), "
+    "mockai (unless OPENAI_BASE_URL is set), projector, ingestor, runner and gateway, each in "
+    "its own process. Ctrl-C stops them all. While it runs, other `ragpoc` commands started "
+    "with the same RAGPOC_DATA_DIR find its Valkey and gateway by themselves."
+)
+
+
+def add_parser(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "up",
+        help="Start the whole stack on this machine",
+        description=DESCRIPTION,
+        epilog=environment_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from services.cli.supervisor import run_stack
+
+    settings = settings_for("up", needs_redis=False)
+    if settings is None:
+        return 2
+    configure_logging(settings.log_level, settings.log_format, service="up")
+    return run_stack(settings)

@@ -1,0 +1,52 @@
+// Hash routes (#/tasks, #/tasks/N, #/query, #/jobs, #/ingest): each page is a <template> in
+// index.html, mounted into <main>; a page registers with onLeave what to stop when it goes.
+
+import { $ } from "./dom.js";
+
+let cleanup = [];
+
+export function onLeave(fn) {
+  cleanup.push(fn);
+}
+
+export function mount(tplId) {
+  for (const fn of cleanup.splice(0)) {
+    try { fn(); } catch (e) { console.warn(e); }
+  }
+  $("#main").replaceChildren($(tplId).content.cloneNode(true));
+}
+
+function setNav(name) {
+  for (const a of document.querySelectorAll("[data-nav]")) {
+    if (a.dataset.nav === name) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+}
+
+function notFound() {
+  mount("#tpl-notfound");
+  document.title = "Not found · rag-poc";
+}
+
+/** `pages`: { tasks, task(id), query, jobs, ingest } render functions. */
+export function startRouter(pages) {
+  const main = $("#main");
+  function route() {
+    const hash = location.hash || "#/tasks";
+    const m = hash.match(/^#\/tasks\/(\d+)$/);
+    if (m) { setNav("tasks"); pages.task(Number(m[1])); }
+    else if (hash === "#/tasks" || hash === "#/" || hash === "#") { setNav("tasks"); pages.tasks(); }
+    else if (hash === "#/query") { setNav("query"); pages.query(); }
+    else if (hash === "#/jobs") { setNav("jobs"); pages.jobs(); }
+    else if (hash === "#/ingest") { setNav("ingest"); pages.ingest(); }
+    else { setNav(""); notFound(); }
+  }
+  window.addEventListener("hashchange", () => {
+    route();
+    // keyboard and screen-reader users land on the new view, not on the old link
+    if (!main.contains(document.activeElement)) main.focus({ preventScroll: true });
+  });
+  // the skip link must not change the hash (the router owns it)
+  $(".skip").addEventListener("click", (e) => { e.preventDefault(); main.focus(); });
+  route();
+}
