@@ -112,11 +112,12 @@ class Appended:
 
 
 def connect_redis(
-    url: str, max_connections: int = 64, socket_timeout: float = 5.0
+    url: str, max_connections: int = 64, socket_timeout: float = 5.0, name: str | None = None
 ) -> aioredis.Redis:
     """A client whose pool makes callers wait for a free connection (up to 30 s) instead of
     failing with "Too many connections" under a burst, and opens at most `max_connections`.
-    `socket_timeout` must exceed the longest XREAD BLOCK made through the client."""
+    `socket_timeout` must exceed the longest XREAD BLOCK made through the client. `name` is
+    what `CLIENT LIST` shows for its connections (which service holds which connection)."""
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
@@ -125,6 +126,7 @@ def connect_redis(
         health_check_interval=30,
         socket_connect_timeout=10,
         socket_timeout=socket_timeout,
+        client_name=name,
     )
     return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() disconnects it
 

@@ -48,10 +48,16 @@ async def read_events(
 
 
 async def blocked_readers(stack: InProcessStack) -> int:
-    """Connections blocked in XREAD/XREADGROUP right now (the hub, projector, consumers)."""
+    """This stack's gateway connections blocked in XREAD right now (the hub's, and any reader
+    of its own). Others sharing the Redis, even other tests, are not counted."""
+    gateway = f"{stack.settings.namespace}:gateway"
     clients = await stack.store.redis.client_list()
     return sum(
-        1 for c in clients if "b" in c.get("flags", "") and c.get("cmd", "").startswith("xread")
+        1
+        for c in clients
+        if "b" in c.get("flags", "")
+        and c.get("cmd", "").startswith("xread")
+        and c.get("name", "").startswith(gateway)
     )
 
 
