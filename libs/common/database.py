@@ -36,7 +36,18 @@ def create_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
+SCHEMA_ATTEMPTS = 5
+
+
 async def create_schema(engine: AsyncEngine) -> None:
-    """Create the tables (of every imported home) that do not exist yet."""
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
+    """Create the tables (of every imported home) that do not exist yet. Several processes
+    starting at once (gateways, runners, the projector) race to create the same tables: the
+    loser's CREATE fails with "already exists" and it looks again, finding them there."""
+    for attempt in range(1, SCHEMA_ATTEMPTS + 1):
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(metadata.create_all)
+            return
+        except (sa.exc.OperationalError, sa.exc.IntegrityError, sa.exc.ProgrammingError) as exc:
+            if "already exists" not in str(exc) or attempt == SCHEMA_ATTEMPTS:
+                raise
