@@ -15,7 +15,7 @@ from libs.events import Keys, connect_redis
 from libs.events.retention import was_trimmed
 from libs.readmodels.rebuild import RebuildReport, drop_read_models, rebuild_from_archive
 from libs.readmodels.schema import event_archive
-from services.cli.settings import Subparsers, run_async, settings_for
+from services.cli.settings import Subparsers, require_database, run_async, settings_for
 from services.projector.main import Projector
 
 __all__ = ["add_parser", "run"]
@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     async def work() -> int:
+        require_database(settings)
         rebuild = _from_streams if args.from_streams else _from_archive
         report = await rebuild(settings)
         print(

@@ -30,6 +30,7 @@ __all__ = [
     "environment_help",
     "forget_stack",
     "record_stack",
+    "require_database",
     "run_async",
     "running_stack",
     "settings_for",
@@ -112,6 +113,23 @@ def environment_help() -> str:
         + "\nmockai only:\n"
         + MockaiSettings.describe()
     )
+
+
+class NoDataFolder(RagpocError):
+    """The SQLite database's folder does not exist: there is no stack's data here."""
+
+
+def require_database(settings: Settings) -> None:
+    """Refuse, saying why, to work on a SQLite database whose folder does not exist (SQLite
+    would fail to open it, and a command must not create a data folder by accident)."""
+    url = make_url(settings.sqlalchemy_url)
+    if url.get_backend_name() == "sqlite" and url.database:
+        folder = Path(url.database).parent
+        if not folder.is_dir():
+            raise NoDataFolder(
+                f"no database at {url.database}: the folder {folder} does not exist. Run it "
+                "where `ragpoc up` keeps its data, or set RAGPOC_DATA_DIR or DATABASE_URL"
+            )
 
 
 def run_async(command: str, settings: Settings, work: Coroutine[Any, Any, int]) -> int:

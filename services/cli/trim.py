@@ -10,7 +10,7 @@ from libs.common.database import create_engine, create_schema
 from libs.events import Keys, connect_redis
 from libs.events.retention import StreamTrim, Trimmer, TrimReport
 from libs.readmodels.archive import SqlArchive
-from services.cli.settings import Subparsers, run_async, settings_for
+from services.cli.settings import Subparsers, require_database, run_async, settings_for
 
 __all__ = ["add_parser", "render_report", "run"]
 
@@ -99,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     async def work() -> int:
+        require_database(settings)
         print("\n".join(render_report(await trim_once(settings, dry_run=args.dry_run))))
         return 0
 

@@ -22,7 +22,7 @@ def test_an_unreachable_database_is_named_without_its_password(
     assert "secret" not in err
 
 
-def test_a_missing_data_folder_is_reported_as_the_database_it_lacks(
+def test_a_missing_data_folder_is_refused_before_any_database_is_opened(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("DATABASE_URL", raising=False)
@@ -30,14 +30,18 @@ def test_a_missing_data_folder_is_reported_as_the_database_it_lacks(
 
     assert main(["rebuild"]) == 1
 
-    assert "unable to open database file" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("ragpoc rebuild: no database at ")
+    assert "nowhere does not exist" in err
 
 
 def test_an_unreachable_redis_is_named(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     monkeypatch.setenv("REDIS_URL", url)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("RAGPOC_DATA_DIR", str(tmp_path))  # no archive: Redis is all there is
 
     assert main(["events", "1"]) == 1
 
