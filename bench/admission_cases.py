@@ -1,8 +1,10 @@
 """The cases `bench.bench_run_admission` times against a running `Stack`, and their summaries.
 
-`measure` creates the tasks, starts the held run, warms up, then runs the five cases in
+`measure` creates the tasks, starts the held run, warms up, then runs the cases (`CASES`) in
 interleaved rounds (their order rotated each round), settling after each block and adding the
-CPU time spent to the case; `task_statuses` counts the tasks by status afterwards.
+CPU time spent to the case; `task_statuses` counts the tasks by status afterwards. Each 202
+case runs twice: on the gateway with durable accept (as the stack's Valkey allows it) and on
+the one with RAGPOC_DURABLE_ACCEPT=0.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import redis
 
 from bench.admission_stack import BenchError, Stack, cpu_snapshot, settle
 from bench.timing import log, median_p99_ms
 from tests.rawhttp import RawResponse, request
 
-__all__ = ["Case", "measure", "task_statuses"]
+__all__ = ["CASES", "Case", "measure", "task_statuses"]
 
 HOLD_SECONDS = 600.0
 WARMUP = 20
@@ -68,26 +71,26 @@ def timed_sequential(
 
 
 async def closed_loop(
-    url: str, body: dict[str, Any], total: int, concurrency: int
+    url: str, bodies: list[dict[str, Any]], concurrency: int
 ) -> list[RawResponse]:
-    """`concurrency` clients, each sending its next request when the previous one answered,
-    until `total` requests were sent; one new connection per request."""
-    tickets = iter(range(total))
+    """`concurrency` clients, each sending the next of `bodies` when its previous request was
+    answered, until all were sent; one new connection per request."""
+    tickets = iter(bodies)
     replies: list[RawResponse] = []
 
     async def client() -> None:
-        for _ in tickets:  # shared: each ticket is taken by exactly one client
+        for body in tickets:  # shared: each body is taken by exactly one client
             replies.append(await request("POST", url, body, limit_s=30))
 
-    await asyncio.gather(*(client() for _ in range(min(concurrency, total))))
+    await asyncio.gather(*(client() for _ in range(min(concurrency, len(bodies)))))
     return replies
 
 
 def run_concurrent(
-    url: str, body: dict[str, Any], total: int, concurrency: int, expect: int
+    url: str, bodies: list[dict[str, Any]], concurrency: int, expect: int
 ) -> tuple[list[float], float]:
     started = time.perf_counter()
-    replies = asyncio.run(closed_loop(url, body, total, concurrency))
+    replies = asyncio.run(closed_loop(url, bodies, concurrency))
     wall = time.perf_counter() - started
     wrong = Counter(r.status for r in replies if r.status != expect)
     if wrong:
@@ -128,69 +131,120 @@ def wait_running(client: httpx.Client, task_id: int, timeout_s: float = 30) -> N
     raise BenchError(f"the held run on task {task_id} did not start within {timeout_s} s")
 
 
+# name -> the case its ratios are taken against
+CASES = {
+    "409 sequential": "baseline sequential",
+    "202 sequential": "baseline sequential",
+    "202 seq, durable off": "baseline sequential",
+    "baseline sequential": None,
+    "409 concurrent": "baseline concurrent",
+    "202 concurrent": "baseline concurrent",
+    "202 conc, durable off": "baseline concurrent",
+    "baseline concurrent": None,
+    "xadd direct": None,
+    "xadd+waitaof direct": "xadd direct",
+}
+# The direct cases need AOF (WAITAOF refuses to run without it).
+AOF_ONLY = ("xadd direct", "xadd+waitaof direct")
+
+
+def xadd_direct(redis_url: str, stream: str, k: int, waitaof: bool) -> tuple[list[float], float]:
+    """`k` sequential XADDs from this process, each followed by `WAITAOF 1 0` on its connection
+    when `waitaof`: the bare cost of waiting for Valkey's fsync, with no HTTP around it."""
+    latencies = []
+    with redis.Redis.from_url(redis_url) as client:
+        for _ in range(k):
+            started = time.perf_counter()
+            with client.pipeline(transaction=False) as pipe:
+                pipe.xadd(stream, {"data": "x" * 200}, maxlen=10_000)
+                if waitaof:
+                    pipe.waitaof(1, 0, 5_000)
+                replies = pipe.execute()
+            latencies.append(time.perf_counter() - started)
+            if waitaof and replies[1][0] != 1:
+                raise BenchError(f"WAITAOF did not confirm the fsync: {replies[1]}")
+    return latencies, sum(latencies)
+
+
 def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Case]:
     n, m, c, rounds = args.requests, args.concurrent_requests, args.concurrency, args.rounds
-    gateway = httpx.Client(base_url=stack.gateway_url, timeout=30, trust_env=False)
+    durable = httpx.Client(base_url=stack.gateway_url, timeout=30, trust_env=False)
+    plain = httpx.Client(base_url=stack.plain_gateway_url, timeout=30, trust_env=False)
     baseline = httpx.Client(base_url=stack.baseline_url, timeout=30, trust_env=False)
     try:
         groups = stack.pids()
-        held, *fresh = create_tasks(stack.gateway_url, 1 + 5 + n)
-        holding = gateway.post("/run-agents", json={"id": held, "hold_seconds": HOLD_SECONDS})
+        held, *fresh = create_tasks(stack.gateway_url, 1 + 10 + 2 * n + 2 * m)
+        holding = durable.post("/run-agents", json={"id": held, "hold_seconds": HOLD_SECONDS})
         if holding.status_code != 202:
             raise BenchError(f"could not start the held run: {holding.text}")
-        wait_running(gateway, held)
+        wait_running(durable, held)
         log(f"{len(fresh) + 1} tasks created, held run started")
         refused_body = {"id": held}
         baseline_body = {"id": held}
-        warm, fresh = fresh[:5], fresh[5:]
+        fresh_tasks = iter(fresh)
 
-        # warm-up: connections, Lua scripts, SQL pools, code paths
-        timed_sequential(gateway, "/run-agents", [refused_body] * WARMUP, 409)
-        timed_sequential(gateway, "/run-agents", [{"id": t} for t in warm], 202)
+        def fresh_bodies(k: int) -> list[dict[str, Any]]:
+            return [{"id": next(fresh_tasks)} for _ in range(k)]
+
+        # warm-up: connections, Lua scripts, SQL pools, code paths, the durable-accept probe
+        for client in (durable, plain):
+            timed_sequential(client, "/run-agents", [refused_body] * WARMUP, 409)
+            timed_sequential(client, "/run-agents", fresh_bodies(5), 202)
         timed_sequential(baseline, "/xadd", [baseline_body] * WARMUP, 202)
-        run_concurrent(f"{stack.gateway_url}/run-agents", refused_body, 2 * c, c, 409)
-        run_concurrent(f"{stack.baseline_url}/xadd", baseline_body, 2 * c, c, 202)
+        run_concurrent(f"{stack.gateway_url}/run-agents", [refused_body] * 2 * c, c, 409)
+        run_concurrent(f"{stack.baseline_url}/xadd", [baseline_body] * 2 * c, c, 202)
 
-        cases = {
-            "409 sequential": Case("409 sequential", "baseline sequential", False),
-            "202 sequential": Case("202 sequential", "baseline sequential", False),
-            "baseline sequential": Case("baseline sequential", None, False),
-            "409 concurrent": Case("409 concurrent", "baseline concurrent", True),
-            "baseline concurrent": Case("baseline concurrent", None, True),
-        }
+        names = [name for name in CASES if stack.appendfsync != "off" or name not in AOF_ONLY]
+        cases = {name: Case(name, CASES[name], "conc" in name) for name in names}
         layers: Counter[str] = Counter()
-        accepted = iter(fresh)
         seq_sizes, conc_sizes = chunks(n, rounds), chunks(m, rounds)
 
         def refused_seq(k: int) -> tuple[list[float], float]:
-            latencies, replies = timed_sequential(gateway, "/run-agents", [refused_body] * k, 409)
+            latencies, replies = timed_sequential(durable, "/run-agents", [refused_body] * k, 409)
             layers.update(r.json()["error"]["layer"] for r in replies)
             return latencies, sum(latencies)
 
-        def accepted_seq(k: int) -> tuple[list[float], float]:
-            bodies = [{"id": next(accepted)} for _ in range(k)]
-            latencies, replies = timed_sequential(gateway, "/run-agents", bodies, 202)
-            if any(r.json()["status"] != "queued" for r in replies):
-                raise BenchError("a 202 reply was not 'queued'")
-            return latencies, sum(latencies)
+        def accepted_seq(client: httpx.Client) -> Callable[[int], tuple[list[float], float]]:
+            def run(k: int) -> tuple[list[float], float]:
+                latencies, replies = timed_sequential(client, "/run-agents", fresh_bodies(k), 202)
+                if any(r.json()["status"] != "queued" for r in replies):
+                    raise BenchError("a 202 reply was not 'queued'")
+                return latencies, sum(latencies)
+
+            return run
 
         def baseline_seq(k: int) -> tuple[list[float], float]:
             latencies, _ = timed_sequential(baseline, "/xadd", [baseline_body] * k, 202)
             return latencies, sum(latencies)
 
-        def refused_conc(k: int) -> tuple[list[float], float]:
-            return run_concurrent(f"{stack.gateway_url}/run-agents", refused_body, k, c, 409)
+        def concurrent(
+            url: str, bodies: Callable[[int], list[dict[str, Any]]], expect: int
+        ) -> Callable[[int], tuple[list[float], float]]:
+            return lambda k: run_concurrent(url, bodies(k), c, expect)
 
-        def baseline_conc(k: int) -> tuple[list[float], float]:
-            return run_concurrent(f"{stack.baseline_url}/xadd", baseline_body, k, c, 202)
+        def same(body: dict[str, Any]) -> Callable[[int], list[dict[str, Any]]]:
+            return lambda k: [body] * k
 
+        run_agents, xadd = f"{stack.gateway_url}/run-agents", f"{stack.baseline_url}/xadd"
+        plain_run_agents = f"{stack.plain_gateway_url}/run-agents"
+        direct = f"{stack.namespace}:bench:direct"
         plan: list[tuple[str, Callable[[int], tuple[list[float], float]], list[int]]] = [
             ("409 sequential", refused_seq, seq_sizes),
-            ("202 sequential", accepted_seq, seq_sizes),
+            ("202 sequential", accepted_seq(durable), seq_sizes),
+            ("202 seq, durable off", accepted_seq(plain), seq_sizes),
             ("baseline sequential", baseline_seq, seq_sizes),
-            ("409 concurrent", refused_conc, conc_sizes),
-            ("baseline concurrent", baseline_conc, conc_sizes),
+            ("409 concurrent", concurrent(run_agents, same(refused_body), 409), conc_sizes),
+            ("202 concurrent", concurrent(run_agents, fresh_bodies, 202), conc_sizes),
+            ("202 conc, durable off", concurrent(plain_run_agents, fresh_bodies, 202), conc_sizes),
+            ("baseline concurrent", concurrent(xadd, same(baseline_body), 202), conc_sizes),
+            ("xadd direct", lambda k: xadd_direct(stack.redis_url, direct, k, False), seq_sizes),
+            (
+                "xadd+waitaof direct",
+                lambda k: xadd_direct(stack.redis_url, direct, k, True),
+                seq_sizes,
+            ),
         ]
+        plan = [step for step in plan if step[0] in cases]
         settled_s = settle(groups)
         log(f"warmed up; settled in {settled_s:.1f} s")
         for r in range(rounds):
@@ -212,7 +266,8 @@ def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Case]:
             print(f"note: 409s by layer: {dict(layers)}", file=sys.stderr)
         return cases
     finally:
-        gateway.close()
+        durable.close()
+        plain.close()
         baseline.close()
 
 

@@ -3,6 +3,7 @@
 - `locks`: the task lock in Redis (`SET NX PX` with an `INCR` fencing token).
 - `claims` and `schema`: the run claims in SQL, the database layer of duplicate protection.
 - `idempotency`: Idempotency-Key records, so a retried request gets the run it started.
+- `task_ids`: the durable task-id counter (ids never repeat, whatever Redis lost).
 
 The read models (what users see, rebuilt from events) live in `libs.readmodels`.
 """

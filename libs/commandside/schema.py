@@ -1,7 +1,10 @@
-"""The command side's table: the run claims, the database layer of duplicate protection.
+"""The command side's tables: the run claims (the database layer of duplicate protection) and
+the task-id counter.
 
-Not a read model: one row per task, written only by the lock protocol (the gateway on request,
-the runner on start and finish), never shown to users directly and never rebuilt from events.
+Not read models: written only by the command side, never shown to users directly and never
+rebuilt from events. `run_claims` has one row per task, written only by the lock protocol (the
+gateway on request, the runner on start and finish). `id_counters` has one row per kind of id
+("task"): the last id handed out, so an id is never handed out twice (`task_ids`).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import sqlalchemy as sa
 
 from libs.common.database import metadata
 
-__all__ = ["run_claims"]
+__all__ = ["id_counters", "run_claims"]
 
 run_claims = sa.Table(
     "run_claims",
@@ -21,4 +24,11 @@ run_claims = sa.Table(
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+id_counters = sa.Table(
+    "id_counters",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("last_id", sa.BigInteger, nullable=False),
 )

@@ -24,6 +24,7 @@ __all__ = [
     "EnvSettings",
     "Settings",
     "SettingsError",
+    "check_lease_timing",
     "describe_environment",
     "load_settings",
 ]
@@ -96,17 +97,20 @@ class Settings(EnvSettings, frozen=True, kw_only=True):
     llm_max_retries: int = 2
     lock_ttl_ms: int = 30_000
     queue_timeout_s: float = 600.0
+    durable_accept: bool = True
     dev: bool = False
     log_level: str = "info"
     log_format: str = "auto"
     consumer_block_ms: int = 1000
-    consumer_min_idle_ms: int = 30_000
+    consumer_min_idle_ms: int = 60_000  # at least 1.5 x lock_ttl_ms: see check_lease_timing
     consumer_max_deliveries: int = 5
     max_body_bytes: int = 1_048_576
     sse_heartbeat_s: float = 15.0
     idempotency_ttl_s: int = 86_400
     stream_retention_s: float = 86_400.0
     trim_interval_s: float = 60.0
+    up_crash_limit: int = 5
+    up_crash_window_s: float = 60.0
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -164,13 +168,19 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "queue_timeout_s",
         "how long a queued run's claim guards the task before it counts as abandoned",
     ),
+    "RAGPOC_DURABLE_ACCEPT": (
+        "durable_accept",
+        "answer 202 to POST /run-agents only once Valkey has the command on disk (WAITAOF; "
+        "used when the server has it and AOF is on)",
+    ),
     "RAGPOC_DEV": ("dev", "development mode (enables per-request test knobs)"),
     "RAGPOC_LOG_LEVEL": ("log_level", "debug, info, warning or error"),
     "RAGPOC_LOG_FORMAT": ("log_format", "json, console, or auto (console on a terminal)"),
     "RAGPOC_CONSUMER_BLOCK_MS": ("consumer_block_ms", "how long a consumer blocks on XREADGROUP"),
     "RAGPOC_CONSUMER_MIN_IDLE_MS": (
         "consumer_min_idle_ms",
-        "idle time after which a pending entry is reclaimed from a dead consumer",
+        "idle time after which a pending entry is reclaimed from a dead consumer "
+        "(at least 1.5 x RAGPOC_LOCK_TTL_MS)",
     ),
     "RAGPOC_CONSUMER_MAX_DELIVERIES": (
         "consumer_max_deliveries",
@@ -193,6 +203,14 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "trim_interval_s",
         "how often the projector trims the Redis streams (0: never)",
     ),
+    "RAGPOC_UP_CRASH_LIMIT": (
+        "up_crash_limit",
+        "`ragpoc up` restarts a service that exits; this many exits in the window stop the stack",
+    ),
+    "RAGPOC_UP_CRASH_WINDOW_S": (
+        "up_crash_window_s",
+        "the window (seconds) in which RAGPOC_UP_CRASH_LIMIT exits are a crash loop",
+    ),
 }
 
 
@@ -200,8 +218,31 @@ Settings.ENVIRONMENT = ENVIRONMENT
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """The platform's settings from the environment (`Settings.from_env`)."""
-    return Settings.from_env(environ)
+    """The platform's settings from the environment (`Settings.from_env`), with the rules
+    across its fields checked (`check_lease_timing`)."""
+    settings = Settings.from_env(environ)
+    check_lease_timing(settings)
+    return settings
+
+
+def check_lease_timing(settings: Settings) -> None:
+    """RAGPOC_CONSUMER_MIN_IDLE_MS >= 1.5 x RAGPOC_LOCK_TTL_MS, or a SettingsError naming both.
+
+    A runner's command is reclaimed by another runner only once it has been idle for min_idle,
+    and that must never happen while the first runner can still extend its lease. A working
+    runner refreshes its command every min_idle/3 and its lease every ttl/3; if it stalls (or
+    dies) at S, its last refresh may be as early as S - min_idle/3, so a reclaim can come at
+    S + 2/3 x min_idle, while its lease, last extended at S at the latest, holds until S + ttl.
+    Hence 2/3 x min_idle >= ttl. (A runner that takes over never takes a live lease anyway:
+    the rule keeps a reclaim from being a wasted delivery, and the run from waiting a while.)
+    Checked at load, not on construction: tests build Settings with whatever they need."""
+    if settings.consumer_min_idle_ms * 2 < settings.lock_ttl_ms * 3:
+        raise SettingsError(
+            f"RAGPOC_CONSUMER_MIN_IDLE_MS ({settings.consumer_min_idle_ms}) must be at least "
+            f"1.5 x RAGPOC_LOCK_TTL_MS ({settings.lock_ttl_ms}), i.e. "
+            f">= {-(-settings.lock_ttl_ms * 3 // 2)}: a command must not be reclaimed from a "
+            "runner while that runner can still extend its lock lease"
+        )
 
 
 def _decode_path(type_: type, value: object) -> object:

@@ -7,13 +7,19 @@
 - reclaims entries left pending by a dead consumer once idle longer than `min_idle_ms`;
 - moves an entry delivered more than `max_deliveries` times to a dead-letter stream with the
   last error as its reason;
-- on stop, finishes the entry in hand and returns.
+- on stop, finishes the entry in hand and returns;
+- rides out Redis going away (restart, failover, network blip, CLIENT KILL): a transient Redis
+  error is retried with capped, jittered backoff (`libs.common.backoff`), logged once per
+  outage, and never ends the loop. After it, the consumer first re-reads its own pending entries
+  (XREADGROUP from "0": a reply lost with the connection left them pending here, where no one
+  would reclaim them before `min_idle_ms`), and recreates its group if the server came back
+  without it (NOGROUP). An entry whose handler succeeded is acked with retries, so it is not
+  handled again after the outage.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import time
@@ -22,15 +28,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import cast
 
-import msgspec
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import RedisError
 
+from libs.common.backoff import Backoff, FailureStreak, is_nogroup, is_transient, pause
 from libs.common.settings import Settings
 from libs.events.names import Keys
 from libs.events.redis_typing import awaitable
 from libs.events.store import Entries
-from libs.events.workers import WorkerInfo, WorkerRegistry
+from libs.events.workers import WorkerInfo, WorkerRegistry, heartbeat_until
 
 __all__ = ["ConsumerOptions", "DeadLetterHook", "GroupConsumer", "Handler", "consumer_name"]
 
@@ -84,6 +91,11 @@ class GroupConsumer:
     registry: WorkerRegistry | None = None
     service: str = ""
     current_entry: str | None = field(default=None, init=False)
+    # what the next step does first: create the group (at start, after NOGROUP), re-read this
+    # consumer's own pending entries (at start, after a Redis error)
+    _group_ready: bool = field(default=False, init=False, repr=False)
+    _own_unchecked: bool = field(default=True, init=False, repr=False)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._touch = self.redis.register_script(_TOUCH_IF_OWNED)
@@ -94,19 +106,49 @@ class GroupConsumer:
         except aioredis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+        self._group_ready = True
 
     async def run(self, stop: asyncio.Event | None = None, *, burst: bool = False) -> None:
-        """Consume until `stop` is set, or (burst) until nothing is left to do right now."""
+        """Consume until `stop` is set, or (burst) until nothing is left to do right now.
+        Transient Redis errors are retried with backoff, never raised."""
         stop = stop or asyncio.Event()
-        await self.ensure_group()
         log.info("consumer.started", stream=self.stream, group=self.group, consumer=self.name)
         beating = asyncio.Event()
         beat = None
         if self.registry is not None:
-            beat = asyncio.create_task(self._heartbeat(self.registry, beating))
+            me = WorkerInfo(
+                id=self.name,
+                service=self.service or self.group,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                started_at=time.time(),
+            )
+            beat = asyncio.create_task(
+                heartbeat_until(self.registry, me, lambda: self.current_entry, beating)
+            )
+        backoff = Backoff()
+        streak = FailureStreak(
+            log,
+            "consumer.redis_unavailable",
+            "consumer.redis_recovered",
+            stream=self.stream,
+            group=self.group,
+            consumer=self.name,
+        )
         try:
             while not stop.is_set():
-                handled = await self.process_once(stop, block=not burst)
+                try:
+                    handled = await self.process_once(stop, block=not burst)
+                except RedisError as exc:
+                    if not is_transient(exc):
+                        raise
+                    self._own_unchecked = True  # a reply may have been lost with the connection
+                    if is_nogroup(exc):  # the server came back empty
+                        self._group_ready = False
+                    await pause(stop, streak.failed(exc, backoff.next_delay()))
+                    continue
+                if streak.recovered():
+                    backoff.reset()
                 if burst and handled == 0:
                     break
         finally:
@@ -116,9 +158,17 @@ class GroupConsumer:
         log.info("consumer.stopped", stream=self.stream, group=self.group, consumer=self.name)
 
     async def process_once(self, stop: asyncio.Event | None = None, *, block: bool = True) -> int:
-        """Reclaim idle entries, then read new ones; returns how many entries were processed."""
-        stop = stop or asyncio.Event()
-        done = await self._reclaim(stop)
+        """Create the group if needed; re-read this consumer's own pending entries if needed;
+        reclaim idle entries, then read new ones. Returns how many entries were processed."""
+        stop = self._stop = stop or asyncio.Event()
+        if not self._group_ready:
+            await self.ensure_group()
+        done = 0
+        if self._own_unchecked:
+            done = await self._own_pending(stop)
+            self._own_unchecked = False
+        if not stop.is_set():
+            done += await self._reclaim(stop)
         if stop.is_set():
             return done
         reply = await self.redis.xreadgroup(
@@ -152,16 +202,43 @@ class GroupConsumer:
         for entry_id, fields in entries:
             if fields is None:  # deleted between claim and read
                 continue
-            deliveries = await self._deliveries(entry_id)
-            if deliveries > self.options.max_deliveries:
-                await self._dead_letter(entry_id, fields, deliveries)
-            else:
-                log.info("consumer.reclaimed", entry_id=entry_id, deliveries=deliveries)
-                await self._handle(entry_id, fields)
+            await self._redeliver(entry_id, fields, "consumer.reclaimed")
             done += 1
             if stop.is_set():
                 break
         return done
+
+    async def _own_pending(self, stop: asyncio.Event) -> int:
+        """Handle the entries delivered to this consumer and never acked, once each, oldest
+        first. Each read from an id returns the next pending one (and counts a delivery)."""
+        done, after = 0, "0"
+        while not stop.is_set():
+            reply = await self.redis.xreadgroup(
+                self.group, self.name, {self.stream: after}, count=self.options.count
+            )
+            entries = [e for _s, got in cast(list[tuple[str, Entries]], reply or []) for e in got]
+            if not entries:
+                break
+            for entry_id, fields in entries:
+                after = entry_id
+                if not fields:  # trimmed or deleted while pending: nothing left to do
+                    log.warning("consumer.entry_trimmed", stream=self.stream, entry_id=entry_id)
+                    await self.redis.xack(self.stream, self.group, entry_id)
+                    continue
+                await self._redeliver(entry_id, fields, "consumer.redelivered")
+                done += 1
+                if stop.is_set():
+                    break
+        return done
+
+    async def _redeliver(self, entry_id: str, fields: dict[str, str], event: str) -> None:
+        """Handle an entry delivered before, or dead-letter it after `max_deliveries`."""
+        deliveries = await self._deliveries(entry_id)
+        if deliveries > self.options.max_deliveries:
+            await self._dead_letter(entry_id, fields, deliveries)
+        else:
+            log.info(event, entry_id=entry_id, deliveries=deliveries)
+            await self._handle(entry_id, fields)
 
     async def _deliveries(self, entry_id: str) -> int:
         pending = await self.redis.xpending_range(
@@ -187,10 +264,31 @@ class GroupConsumer:
             handled.set()
             await keep_claim  # ends by itself once `handled` is set: no cancel(), see below
             self.current_entry = None
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xack(self.stream, self.group, entry_id)
-            pipe.hdel(self.keys.delivery_errors(self.stream, self.group), entry_id)
-            await pipe.execute()
+        await self._ack(entry_id)
+
+    async def _ack(self, entry_id: str) -> None:
+        """Ack a handled entry, retrying while Redis is away (left pending, it would be handled
+        again). Once stopping, a failure gives up: the entry stays pending for a live member."""
+        backoff = Backoff()
+        streak = FailureStreak(
+            log, "consumer.ack_failed", "consumer.ack_recovered", entry_id=entry_id
+        )
+        while True:
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.xack(self.stream, self.group, entry_id)
+                    pipe.hdel(self.keys.delivery_errors(self.stream, self.group), entry_id)
+                    await pipe.execute()
+            except RedisError as exc:
+                if not is_transient(exc):
+                    raise
+                if self._stop.is_set():
+                    log.warning("consumer.ack_abandoned", entry_id=entry_id, error=str(exc))
+                    return
+                await pause(self._stop, streak.failed(exc, backoff.next_delay()))
+                continue
+            streak.recovered()
+            return
 
     async def _keep_claim(self, entry_id: str, handled: asyncio.Event) -> None:
         """Touch the entry every min_idle/3 until `handled` is set. Stopped by the event, not
@@ -198,39 +296,19 @@ class GroupConsumer:
         task then touched the entry forever, so a failed entry was never reclaimed nor
         dead-lettered (and its connection outlived the client)."""
         interval = max(self.options.min_idle_ms / 3000, 0.05)
+        streak = FailureStreak(
+            log, "consumer.keep_claim_failed", "consumer.keep_claim_recovered", entry_id=entry_id
+        )
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(handled.wait(), interval)
+            await pause(handled, interval)
             if handled.is_set():
                 return
             try:
                 await self._touch(keys=[self.stream], args=[self.group, entry_id, self.name])
-            except aioredis.RedisError as exc:
-                log.warning("consumer.keep_claim_failed", entry_id=entry_id, error=str(exc))
-
-    async def _heartbeat(self, registry: WorkerRegistry, done: asyncio.Event) -> None:
-        """Publish this worker (and the entry in hand) every `registry.interval_s` until `done`
-        is set, then remove its record. Registry errors are logged, never raised."""
-        info = WorkerInfo(
-            id=self.name,
-            service=self.service or self.group,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            started_at=time.time(),
-        )
-        while not done.is_set():
-            try:
-                await registry.heartbeat(
-                    msgspec.structs.replace(info, current_entry=self.current_entry)
-                )
-            except aioredis.RedisError as exc:
-                log.warning("consumer.heartbeat_failed", error=str(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), registry.interval_s)
-        try:
-            await registry.remove(info)
-        except aioredis.RedisError as exc:
-            log.warning("consumer.unregister_failed", error=str(exc))
+            except RedisError as exc:
+                streak.failed(exc, interval)
+                continue
+            streak.recovered()
 
     async def _dead_letter(self, entry_id: str, fields: dict[str, str], deliveries: int) -> None:
         errors_key = self.keys.delivery_errors(self.stream, self.group)

@@ -5,19 +5,35 @@ One Redis hash per service kind, `{ns}:workers:{service}`, field = worker id (th
 name), value = the JSON of a `WorkerInfo`. A record whose `seen_at` is older than
 `STALE_BEATS` times its own heartbeat interval is a dead worker's; each heartbeat prunes the records
 older than `PRUNE_BEATS` times the interval, and a clean shutdown removes its own record.
+`heartbeat_until` is the loop a consumer runs for it; Redis errors there are logged once per
+outage, never raised.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from typing import cast
 
 import msgspec
 import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
 
+from libs.common.backoff import FailureStreak, pause
 from libs.events.redis_typing import awaitable
 
-__all__ = ["PRUNE_BEATS", "STALE_BEATS", "WorkerInfo", "WorkerRegistry", "workers_key"]
+__all__ = [
+    "PRUNE_BEATS",
+    "STALE_BEATS",
+    "WorkerInfo",
+    "WorkerRegistry",
+    "heartbeat_until",
+    "workers_key",
+]
+
+log = structlog.get_logger(__name__)
 
 STALE_BEATS = 3
 PRUNE_BEATS = 10
@@ -86,3 +102,27 @@ class WorkerRegistry:
 
     async def remove(self, worker: WorkerInfo) -> None:
         await awaitable(self.redis.hdel(self.key(worker.service), worker.id))
+
+
+async def heartbeat_until(
+    registry: WorkerRegistry,
+    info: WorkerInfo,
+    current_entry: Callable[[], str | None],
+    done: asyncio.Event,
+) -> None:
+    """Publish `info` (with the entry in hand now) every `registry.interval_s` until `done` is
+    set, then remove its record. While Redis is away the beats fail, logged once per outage;
+    the first beat after it publishes the worker again."""
+    streak = FailureStreak(log, "consumer.heartbeat_failed", "consumer.heartbeat_recovered")
+    while not done.is_set():
+        try:
+            await registry.heartbeat(msgspec.structs.replace(info, current_entry=current_entry()))
+        except RedisError as exc:
+            streak.failed(exc, registry.interval_s)
+        else:
+            streak.recovered()
+        await pause(done, registry.interval_s)
+    try:
+        await registry.remove(info)
+    except RedisError as exc:
+        log.warning("consumer.unregister_failed", error=str(exc))

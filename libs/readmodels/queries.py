@@ -11,13 +11,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.events import StoredEvent, decode_event
 from libs.readmodels.projection import ActivityItem, RunView, TaskView
-from libs.readmodels.schema import activity, event_archive, projector_positions, runs, tasks
+from libs.readmodels.schema import (
+    activity,
+    event_archive,
+    parked_events,
+    projector_positions,
+    runs,
+    tasks,
+)
 
 __all__ = [
+    "ParkedView",
     "archived_task_events",
+    "count_parked",
     "from_row",
     "get_task",
     "list_activity",
+    "list_parked",
     "list_runs",
     "list_tasks",
     "projected_position",
@@ -25,6 +35,20 @@ __all__ = [
 
 
 S = TypeVar("S", bound=msgspec.Struct)
+
+
+class ParkedView(msgspec.Struct, frozen=True, kw_only=True):
+    """A parked partition-log entry (`parked_events`): `raw` holds every field of the entry as
+    a JSON object, `reason` why the projector set it aside, `parked_at` when (epoch seconds)."""
+
+    partition: int
+    log_id: str
+    task_id: int | None
+    stream_id: str
+    type: str
+    raw: str
+    reason: str
+    parked_at: float
 
 
 def from_row(type_: type[S], row: RowMapping) -> S:
@@ -89,3 +113,25 @@ async def archived_task_events(
         StoredEvent(entry_id=row.log_id, stream_id=row.stream_id, event=decode_event(row.body))
         for row in rows
     ]
+
+
+async def list_parked(
+    engine: AsyncEngine, *, limit: int | None = None, task_id: int | None = None
+) -> list[ParkedView]:
+    """The parked entries (only the task's, if given), the most recently parked first."""
+    query = sa.select(parked_events).order_by(
+        parked_events.c.parked_at.desc(), parked_events.c.partition, parked_events.c.log_id
+    )
+    if task_id is not None:
+        query = query.where(parked_events.c.task_id == task_id)
+    if limit is not None:
+        query = query.limit(limit)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).mappings().all()
+    return [from_row(ParkedView, row) for row in rows]
+
+
+async def count_parked(engine: AsyncEngine) -> int:
+    query = sa.select(sa.func.count()).select_from(parked_events)
+    async with engine.connect() as conn:
+        return int((await conn.execute(query)).scalar_one())

@@ -10,6 +10,7 @@ __all__ = [
     "READ_MODELS",
     "activity",
     "event_archive",
+    "parked_events",
     "projector_positions",
     "runs",
     "tasks",
@@ -80,6 +81,24 @@ event_archive = sa.Table(
     sa.Column("type", sa.String(32), nullable=False),
     sa.Column("body", sa.Text, nullable=False),
     sa.Index("ix_events_replay_order", "partition", "log_ms", "log_seq"),
+)
+
+# Log entries the projector could not fold: entries that are no known event, and events the
+# database refused. Written in the transaction that moves the projector's position past them,
+# so the trimmer may drop them from the partition log (its bound is that position): this table
+# keeps them until an operator replays them (`libs.readmodels.replay.replay_parked`). Every
+# text column but the log id is unbounded Text: an entry written by hand may carry anything.
+parked_events = sa.Table(
+    "parked_events",
+    metadata,
+    sa.Column("partition", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("log_id", sa.String(48), primary_key=True),
+    sa.Column("task_id", sa.BigInteger, nullable=True, index=True),  # None: the entry names none
+    sa.Column("stream_id", sa.Text, nullable=False),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("raw", sa.Text, nullable=False),  # every field of the log entry, as a JSON object
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("parked_at", sa.Float, nullable=False),
 )
 
 # What `ragpoc rebuild` drops and recreates from the archive.

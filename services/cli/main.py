@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from services.cli import events, ingest, rebuild, serve, state, trim, up
+from services.cli import events, ingest, parked, rebuild, serve, state, trim, up
 from services.cli.settings import environment_help
 
 __all__ = ["build_parser", "main"]
 
-COMMAND_MODULES = (up, serve, ingest, events, state, rebuild, trim)
+COMMAND_MODULES = (up, serve, ingest, events, state, rebuild, trim, parked)
 
 
 def build_parser() -> argparse.ArgumentParser:

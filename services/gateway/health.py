@@ -1,33 +1,58 @@
-"""Liveness (`/health`) and readiness (`/ready`: Redis and the database answer)."""
+"""Liveness (`/health`: the process answers) and readiness (`/ready`: what this gateway needs
+works now).
+
+`/ready` checks Redis (PING), the database (SELECT 1) and the SSE hub (following the partition
+logs), each bounded by `CHECK_TIMEOUT_S`, and answers 200 when all are "ok", else 503 with the
+same body: each part's state, and `degraded` naming the parts that are not ok. A load balancer
+takes the gateway out while it is degraded; `/health` stays 200, so nothing restarts a process
+that is only waiting for Redis to come back.
+"""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
 
 import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from services.gateway.context import context_of
+from services.gateway.context import GatewayContext, context_of
 
-__all__ = ["health", "ready"]
+__all__ = ["CHECK_TIMEOUT_S", "health", "ready"]
+
+CHECK_TIMEOUT_S = 2.0
 
 
 async def health(_request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+async def _state(check: Callable[[], Awaitable[object]]) -> str:
+    """ "ok", or what went wrong (a check that hangs counts as unavailable)."""
+    try:
+        await asyncio.wait_for(check(), CHECK_TIMEOUT_S)
+    except TimeoutError:
+        return f"unavailable: no answer within {CHECK_TIMEOUT_S:g} s"
+    except Exception as exc:
+        return f"unavailable: {type(exc).__name__}: {exc}"
+    return "ok"
+
+
+async def _select_one(ctx: GatewayContext) -> None:
+    async with ctx.engine.connect() as conn:
+        await conn.execute(sa.text("SELECT 1"))
+
+
 async def ready(request: Request) -> Response:
     ctx = context_of(request)
-    checks: dict[str, str] = {}
-    try:
-        await ctx.redis.ping()
-        checks["redis"] = "ok"
-    except Exception as exc:
-        checks["redis"] = f"unavailable: {exc}"
-    try:
-        async with ctx.engine.connect() as conn:
-            await conn.execute(sa.text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = f"unavailable: {exc}"
-    ok = all(value == "ok" for value in checks.values())
-    return JSONResponse({"status": "ok" if ok else "unavailable", **checks}, 200 if ok else 503)
+    redis, database = await asyncio.gather(
+        _state(lambda: ctx.redis.ping()), _state(lambda: _select_one(ctx))
+    )
+    hub_problem = ctx.hub.problem
+    checks = {"redis": redis, "database": database, "hub": hub_problem or "ok"}
+    degraded = [part for part, state in checks.items() if state != "ok"]
+    body: dict[str, object] = {"status": "unavailable" if degraded else "ok", **checks}
+    if degraded:
+        body["degraded"] = degraded
+    return JSONResponse(body, 503 if degraded else 200)

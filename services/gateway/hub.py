@@ -4,12 +4,18 @@ not a thousand blocked connections.
 
 A client whose queue overflows (it reads too slowly) is dropped; its browser reconnects with
 Last-Event-ID and replays what it missed from the task's stream.
+
+While Redis is away (restart, failover, CLIENT KILL) the hub keeps its clients and retries its
+read with capped, jittered backoff from the last position it dispatched, so no event is lost or
+sent twice; `problem` says why it is not following (what `/ready` reports). An entry that is
+not a known event (written by hand, or by a newer version) is logged and skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -17,8 +23,9 @@ from typing import cast
 
 import structlog
 
+from libs.common.backoff import Backoff, FailureStreak, is_transient, pause
 from libs.events import EventStore, StoredEvent, encode
-from libs.events.store import Entries
+from libs.events.store import Entries, Undecodable
 
 __all__ = ["ALL_TASKS", "HEARTBEAT", "EventHub", "LiveEvent", "Subscription", "live_events"]
 
@@ -76,6 +83,7 @@ class EventHub:
         self._subscribers: dict[int, set[Subscription]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+        self._streak = FailureStreak(log, "sse_hub.read_failed", "sse_hub.recovered")
 
     async def start(self) -> None:
         logs = self.store.keys.partition_logs()
@@ -110,21 +118,40 @@ class EventHub:
     def clients(self) -> int:
         return sum(len(s) for s in self._subscribers.values())
 
+    @property
+    def problem(self) -> str | None:
+        """Why the hub is not following the logs now (None while it is)."""
+        if self._task is None:
+            return "not started"
+        if self._task.done():
+            return "stopped"
+        if self._streak.failing:
+            down_s = time.monotonic() - self._streak.since
+            return f"not following for {down_s:.1f} s: {self._streak.last_error}"
+        return None
+
     async def _run(self, logs: list[str], positions: dict[str, str]) -> None:
-        follow = self.store.follow(logs, positions, block_ms=self.block_ms)
+        backoff = Backoff()
+        follow = self.store.follow_entries(logs, positions, block_ms=self.block_ms)
         while not self._stop.is_set():
             try:
                 item = await anext(follow)
-            except Exception as exc:  # Redis restarting: keep the process serving, retry
-                log.warning("sse_hub.read_failed", error=str(exc))
-                await asyncio.sleep(1)
-                follow = self.store.follow(logs, positions, block_ms=self.block_ms)
+            except Exception as exc:  # keep serving the clients; read again from `positions`
+                if not is_transient(exc) and not self._streak.failing:
+                    log.exception("sse_hub.read_error")  # a bug, not an outage: say where
+                await pause(self._stop, self._streak.failed(exc, backoff.next_delay()))
+                follow = self.store.follow_entries(logs, positions, block_ms=self.block_ms)
                 continue
+            if self._streak.recovered():
+                backoff.reset()
             if item is None:
                 continue
-            log_key, stored = item
-            positions[log_key] = stored.entry_id
-            self._dispatch(stored)
+            log_key, entry = item
+            positions[log_key] = entry.entry_id
+            if isinstance(entry, Undecodable):
+                log.error("sse_hub.undecodable_entry", log=log_key, entry_id=entry.entry_id)
+                continue
+            self._dispatch(entry)
         await follow.aclose()
 
     def _dispatch(self, stored: StoredEvent) -> None:

@@ -2,8 +2,9 @@
 
 Per service kind (runner, ingestor): the live workers from the worker registry, the consumer
 group's lag, its pending entries (idle time, deliveries, whether their consumer is alive) and the
-dead letters with their reasons; then the recent failed runs and, for every queued run claim, why
-it is still waiting. Every read is bounded (PENDING_LIMIT, DEAD_LETTER_LIMIT, ...)."""
+dead letters with their reasons; then the recent failed runs, for every queued run claim why it
+is still waiting, and the log entries the projector parked (could not fold) with their reasons.
+Every read is bounded (PENDING_LIMIT, DEAD_LETTER_LIMIT, ...)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from libs.events import INGESTORS_GROUP, RUNNERS_GROUP
 from libs.events.store import Entries
 from libs.events.workers import WorkerInfo, WorkerRegistry
 from libs.readmodels import RunStatus
+from libs.readmodels.queries import count_parked, list_parked
 from libs.readmodels.schema import runs
 from services.gateway.context import GatewayContext, context_of
 
@@ -32,6 +34,7 @@ PENDING_LIMIT = 100
 DEAD_LETTER_LIMIT = 50
 FAILED_RUNS_LIMIT = 20
 WAITING_LIMIT = 50
+PARKED_LIMIT = 50
 FAILED_STATES = (RunStatus.FAILED, RunStatus.SUPERSEDED)
 
 
@@ -227,6 +230,28 @@ async def _waiting(ctx: GatewayContext, runner: ServiceView) -> list[dict[str, A
     return waiting
 
 
+async def _parked(ctx: GatewayContext) -> dict[str, Any]:
+    """The entries the projector parked, the most recent first: an operator fixes what refused
+    them, then replays them (`libs.readmodels.replay`)."""
+    entries = await list_parked(ctx.engine, limit=PARKED_LIMIT)
+    return {
+        "count": await count_parked(ctx.engine),
+        "entries": [
+            {
+                "partition": entry.partition,
+                "log_id": entry.log_id,
+                "task_id": entry.task_id,
+                "stream_id": entry.stream_id,
+                "type": entry.type,
+                "reason": entry.reason,
+                "parked_at": entry.parked_at,
+                "parked": iso(entry.parked_at),
+            }
+            for entry in entries
+        ],
+    }
+
+
 async def jobs(request: Request) -> Response:
     ctx = context_of(request)
     runner = await _service(ctx, "runner", ctx.keys.run_commands, RUNNERS_GROUP)
@@ -236,5 +261,6 @@ async def jobs(request: Request) -> Response:
             "services": {"runner": runner.to_builtins(), "ingestor": ingestor.to_builtins()},
             "failed_runs": await _failed_runs(ctx),
             "waiting": await _waiting(ctx, runner),
+            "parked": await _parked(ctx),
         }
     )

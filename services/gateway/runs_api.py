@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import msgspec
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -26,13 +27,12 @@ from libs.events import (
     RunCompleted,
     RunFailed,
     RunRequested,
-    encode,
 )
 from libs.events.store import last_generated_id
 from libs.readmodels import RunStatus, get_task, list_runs
-from services.gateway.admission import Refused, admit_run, precheck
+from services.gateway.admission import Refused, admit_run, precheck, queue_run
 from services.gateway.bodies import decode_body
-from services.gateway.context import GatewayContext, context_of
+from services.gateway.context import GatewayContext, NotDurable, context_of
 from services.gateway.errors import ApiError
 from services.gateway.metrics import RUNS_ACCEPTED, RUNS_REJECTED, RUNS_REPLAYED, RUNS_REQUESTED
 from services.gateway.run_wait import (
@@ -122,7 +122,8 @@ class QueuedRun:
 
 
 async def admit_and_queue(ctx: GatewayContext, body: RunRequest, run_id: str) -> QueuedRun:
-    """Admit the run (or raise the 409 or 404) and queue its command."""
+    """Admit the run (or raise the 409 or 404) and queue its command (503 when it could not
+    be queued, or not confirmed on disk: the admission is undone then, the task is free)."""
     refused = await precheck(ctx, body.id, run_id)
     if refused is not None:
         RUNS_REJECTED.labels(layer=refused.layer).inc()
@@ -131,28 +132,30 @@ async def admit_and_queue(ctx: GatewayContext, body: RunRequest, run_id: str) ->
     if task is None:
         raise ApiError(404, f"task {body.id} does not exist: create it with POST /api/tasks")
 
-    outcome = await admit_run(ctx, task.id, run_id)
-    if isinstance(outcome, Refused):
-        RUNS_REJECTED.labels(layer=outcome.layer).inc()
-        raise conflict_error(task.id, outcome)
-    lease = outcome.lease
-
     question = body.query or f"{body.title or task.title}\n\n{task.description}".strip()
-    requested = RunRequested(task_id=task.id, run_id=run_id, fence=lease.fence, query=question)
     try:
-        appended = await ctx.store.append(requested, lock_token=lease.token)
+        outcome = await admit_run(ctx, task.id, run_id)
+        if isinstance(outcome, Refused):
+            RUNS_REJECTED.labels(layer=outcome.layer).inc()
+            raise conflict_error(task.id, outcome)
+        fence = outcome.lease.fence
+        requested = RunRequested(task_id=task.id, run_id=run_id, fence=fence, query=question)
+        command = RunAgent(
+            task_id=task.id,
+            run_id=run_id,
+            fence=fence,
+            question=question,
+            hold_seconds=body.hold_seconds,
+        )
+        appended = await queue_run(ctx, outcome, requested, command)
     except LockNotHeld as exc:
         raise ApiError(409, "the task's lock lapsed before the run was queued; try again") from exc
-    command = RunAgent(
-        task_id=task.id,
-        run_id=run_id,
-        fence=lease.fence,
-        question=question,
-        hold_seconds=body.hold_seconds,
-    )
-    await ctx.redis.xadd(ctx.keys.run_commands, {"type": "run", "data": encode(command)})
+    except (NotDurable, RedisError) as exc:
+        raise ApiError(
+            503, f"the run could not be queued ({exc}); nothing was started, try again"
+        ) from exc
     RUNS_ACCEPTED.inc()
-    return QueuedRun(task.id, run_id, lease.fence, appended)
+    return QueuedRun(task.id, run_id, fence, appended)
 
 
 async def answer(ctx: GatewayContext, queued: QueuedRun, wait: float | None) -> Response:

@@ -1,4 +1,5 @@
-"""`/api/tasks`: create, list and read tasks (reads come from the read models)."""
+"""`/api/tasks`: create, list and read tasks (reads come from the read models; new ids come
+from the command side's durable counter, `libs.commandside.task_ids`)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from collections.abc import Sequence
 from typing import Annotated
 
 import msgspec
+import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from libs.commandside.task_ids import allocate_task_id
 from libs.events import StoredEvent, TaskCreated
 from libs.events.ids import is_after
 from libs.readmodels import (
@@ -22,8 +25,9 @@ from libs.readmodels import (
     project_task,
 )
 from libs.readmodels.archive import task_history
+from libs.readmodels.schema import tasks
 from services.gateway.bodies import decode_body
-from services.gateway.context import context_of
+from services.gateway.context import GatewayContext, context_of
 from services.gateway.errors import ApiError
 from services.gateway.metrics import TASKS_CREATED
 
@@ -62,7 +66,7 @@ async def create_task(request: Request) -> Response:
     body = await decode_body(request, CreateTask, ctx.settings.max_body_bytes)
     if not body.title.strip():
         raise ApiError(422, "title must not be blank")
-    task_id = int(await ctx.redis.incr(ctx.keys.task_sequence))
+    task_id = await allocate_task_id(ctx.engine, lambda: ids_handed_out_before(ctx))
     event = TaskCreated(task_id=task_id, title=body.title.strip(), description=body.description)
     appended = await ctx.store.append(event)
     TASKS_CREATED.inc()
@@ -76,6 +80,15 @@ async def create_task(request: Request) -> Response:
         updated_at=event.at,
     )
     return JSONResponse(task_json(task), status_code=201)
+
+
+async def ids_handed_out_before(ctx: GatewayContext) -> int:
+    """The highest task id handed out before ids came from SQL (asked once per deployment): the
+    old Redis counter, or the read models' highest task if that counter is gone."""
+    counter = await ctx.redis.get(ctx.keys.task_sequence)
+    async with ctx.engine.connect() as conn:
+        highest = (await conn.execute(sa.select(sa.func.max(tasks.c.id)))).scalar()
+    return max(int(counter or 0), int(highest or 0))
 
 
 async def list_all_tasks(request: Request) -> Response:

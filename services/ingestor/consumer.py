@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from libs.common import Settings
+from libs.common.backoff import Backoff, pause
 from libs.events import (
     INGESTORS_GROUP,
     ConsumerOptions,
@@ -166,15 +167,14 @@ def build_ingest_consumer(
 
 
 async def run_until_stopped(consumer: GroupConsumer, stop: asyncio.Event) -> None:
-    """Run the consumer until `stop` is set, starting it again (with backoff) if it crashes,
-    e.g. while Redis restarts."""
-    delay = 0.5
+    """Run the consumer until `stop` is set. The consumer rides out Redis outages by itself;
+    anything else that ends it (a bug, a failing dead-letter hook) is logged and the consumer
+    started again after a capped, jittered backoff, so the ingestor keeps consuming."""
+    backoff = Backoff(base_s=0.5, cap_s=30.0)
     while not stop.is_set():
         try:
             await consumer.run(stop)
         except Exception:
-            log.exception("ingest.consumer_crashed", retry_in_s=delay)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            except TimeoutError:
-                delay = min(delay * 2, 30.0)
+            delay = backoff.next_delay()
+            log.exception("ingest.consumer_crashed", retry_in_s=round(delay, 3))
+            await pause(stop, delay)

@@ -5,33 +5,55 @@ partition's events must be applied in order, and the position committed in the s
 as the rows makes redelivery harmless without acks. Several projectors may run; the position's
 compare-and-set lets exactly one apply each batch.
 
+One bad entry never stops it: an entry that is no known event, or an event the database refuses,
+is parked (`libs.readmodels.parking`) in the transaction that moves the position past it, and the
+rest of the batch is folded. Losing Redis or the database never ends it either: a failed step is
+retried with backoff (`libs.common.backoff`: 0.1 s doubling to 5 s, jittered), logged once per
+streak of failures and once when a step works again; since each transaction moves the position
+with the rows it writes, the retry folds every event exactly once.
+
 Every `RAGPOC_TRIM_INTERVAL_S` it also trims the Redis streams (`libs.events.retention`): it is
-the service that knows what has reached the SQL archive.
+the service that knows what has reached the SQL archive (or was parked).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import cast
 
 import redis.asyncio as aioredis
 import structlog
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.common import Settings
+from libs.common.backoff import Backoff, FailureStreak, pause
 from libs.common.database import create_engine, create_schema
 from libs.common.shutdown import stop_on_signals
-from libs.events import EventDecodeError, Keys, StoredEvent, connect_redis, decode_event
+from libs.events import Keys, connect_redis
 from libs.events.retention import Trimmer
 from libs.events.store import Entries
-from libs.readmodels import LostRace, apply_batch, load_positions
+from libs.readmodels import LostRace, load_positions
 from libs.readmodels.archive import SqlArchive
+from libs.readmodels.parking import apply_or_park
 
-__all__ = ["Projector", "serve", "trim_loop"]
+__all__ = ["APPLICATION_NAME", "Projector", "projector_engine", "serve", "trim_loop"]
 
 log = structlog.get_logger(__name__)
+
+# How the projector's PostgreSQL sessions are named (pg_stat_activity.application_name).
+APPLICATION_NAME = "ragpoc-projector"
+
+
+def projector_engine(url: str, application_name: str = APPLICATION_NAME) -> AsyncEngine:
+    """The projector's engine; on PostgreSQL its sessions carry `application_name`, so an
+    operator can tell them apart (or terminate them) in pg_stat_activity."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and "application_name" not in parsed.query:
+        parsed = parsed.update_query_dict({"application_name": application_name})
+        url = parsed.render_as_string(hide_password=False)
+    return create_engine(url)
 
 
 class Projector:
@@ -40,87 +62,119 @@ class Projector:
         self.engine = engine
         self.keys = keys
         self.positions: dict[int, str] = {}
+        self.backoff = Backoff()
+        self.streak = FailureStreak(log, "projector.step_failed", "projector.recovered")
         self._partition_of_log = {keys.partition_log(p): p for p in range(keys.partitions)}
+        self._started = False
+        self._stale = False  # a step failed midway: the stored positions may have moved
 
     async def start(self) -> None:
         await create_schema(self.engine)
         self.positions = await load_positions(self.engine)
+        self._started = True
 
     async def step(self, block_ms: int | None) -> int:
-        """Read what is new in every partition log and project it; returns events applied."""
+        """Read what is new in every partition log and project it, parking what cannot be;
+        returns how many entries the positions moved past (applied or parked)."""
+        if self._stale:
+            self.positions = await load_positions(self.engine)
+            self._stale = False
         wanted = {
             log_key: self.positions.get(p, "0-0") for log_key, p in self._partition_of_log.items()
         }
         reply = await self.redis.xread(wanted, count=500, block=block_ms)  # type: ignore[arg-type]
-        applied = 0
+        settled = 0
         for log_key, entries in cast(list[tuple[str, Entries]], reply or []):
             partition = self._partition_of_log[log_key]
-            batch = [e for e in (_decode(entry_id, fields) for entry_id, fields in entries) if e]
             try:
-                if batch:
-                    self.positions[partition] = await apply_batch(self.engine, partition, batch)
-                    applied += len(batch)
-                if entries and not batch:
-                    self.positions[partition] = entries[-1][0]
+                self._stale = True  # until this partition's outcome is known
+                done = await apply_or_park(
+                    self.engine, partition, entries, self.positions.get(partition)
+                )
             except LostRace:
                 log.info("projector.lost_race", partition=partition)
                 self.positions = await load_positions(self.engine)
-        return applied
+                self._stale = False
+                continue
+            self._stale = False
+            if done.position is not None:
+                self.positions[partition] = done.position
+            settled += done.applied + len(done.parked)
+            for parked in done.parked:
+                log.error(
+                    "projector.parked",
+                    partition=partition,
+                    entry_id=parked.entry_id,
+                    task_id=parked.task_id,
+                    type=parked.type,
+                    reason=parked.reason,
+                )
+        return settled
 
     async def catch_up(self) -> int:
         """Project everything in the logs now, then return (burst mode, for tests and tools)."""
         total = 0
-        while (applied := await self.step(block_ms=None)) > 0:
-            total += applied
+        while (settled := await self.step(block_ms=None)) > 0:
+            total += settled
         return total
 
     async def run(self, stop: asyncio.Event, block_ms: int = 1000) -> None:
+        """Project until `stop` is set. A failed step (Redis or the database gone, or anything
+        else) is logged once per streak and retried with backoff: this never raises."""
         log.info("projector.started", partitions=self.keys.partitions)
         while not stop.is_set():
-            await self.step(block_ms)
+            try:
+                if not self._started:
+                    await self.start()
+                await self.step(block_ms)
+            except Exception as exc:
+                self._stale = True
+                if not self.streak.failing and not _dependency_error(exc):
+                    log.error("projector.unexpected_error", exc_info=exc)  # a bug: its traceback
+                await pause(stop, self.streak.failed(exc, self.backoff.next_delay()))
+                continue
+            if self.streak.recovered():
+                self.backoff.reset()
         log.info("projector.stopped")
 
 
-def _decode(entry_id: str, fields: dict[str, str]) -> StoredEvent | None:
-    try:
-        return StoredEvent(
-            entry_id=entry_id,
-            stream_id=fields.get("sid", entry_id),
-            event=decode_event(fields["data"]),
-        )
-    except (EventDecodeError, KeyError) as exc:
-        log.error("projector.undecodable_entry", entry_id=entry_id, error=str(exc))
-        return None
+def _dependency_error(exc: BaseException) -> bool:
+    """Redis, the database or the network failed (rather than the projector's own code)."""
+    return isinstance(exc, aioredis.RedisError | SQLAlchemyError | OSError)
 
 
 async def trim_loop(trimmer: Trimmer, interval_s: float, stop: asyncio.Event) -> None:
     """Trim the streams every `interval_s` until `stop` is set (never when it is 0), logging one
-    line per pass. A failed pass is logged and retried at the next interval."""
+    line per pass. A failed pass is retried with backoff (at most `interval_s` apart), logged
+    once per streak of failures and once when a pass works again; this never raises."""
     if interval_s <= 0:
         log.info("trim.disabled")
         return
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_s)
+    backoff, streak = Backoff(), FailureStreak(log, "trim.failed", "trim.recovered")
+    wait = interval_s
+    while True:
+        await pause(stop, wait)
         if stop.is_set():
             return
         try:
             report = await trimmer.run_once()
-        except (aioredis.RedisError, SQLAlchemyError, OSError) as exc:
-            log.warning("trim.failed", error=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            wait = streak.failed(exc, min(backoff.next_delay(), interval_s))
             continue
+        if streak.recovered():
+            backoff.reset()
+        wait = interval_s
         log.info("trim.pass", cutoff=report.cutoff, **report.counts())
 
 
 async def serve(settings: Settings) -> None:
     redis = connect_redis(settings.redis_url)
-    engine = create_engine(settings.sqlalchemy_url)
+    engine = projector_engine(settings.sqlalchemy_url)
     keys = Keys(settings.namespace, settings.partitions)
     projector = Projector(redis, engine, keys)
     trimmer = Trimmer(redis, keys, SqlArchive(engine), settings.stream_retention_s)
     stop = stop_on_signals()
     try:
-        await projector.start()
         await asyncio.gather(
             projector.run(stop, settings.consumer_block_ms),
             trim_loop(trimmer, settings.trim_interval_s, stop),

@@ -1,25 +1,35 @@
 """A run's life in the runner, under the lock protocol.
 
-take over the gateway's lease (or re-acquire a lapsed one under a new fence) -> mark the claim
-running (fenced) -> run the agent while a keeper extends the lease -> append the outcome under
-the lock -> finish the claim (fenced) -> append `lock.released` and release the lock
-(compare-and-delete) in one step.
-A run that loses its lease stops and records `run.superseded`; its late writes are refused.
-A redelivered command whose run already ended, or whose task another run has claimed since,
-does nothing.
+1. Skip a command whose run already ended (its outcome marker) or whose task's claim belongs
+   to another run or has ended: a redelivery is harmless.
+2. Take the lease (`TaskLocks.take_over`): adopt the admission's reservation at the command's
+   fence, or re-acquire a lapsed lease under a new fence (`lock.expired`, then `lock.acquired`
+   by "runner"); the token always names this runner, with a nonce of its own. A lock held by
+   anyone else is never taken: when another holder of this run has it (a stalled runner whose
+   command was reclaimed), or another run's admission holds it while this run's claim stands,
+   `RunHeldElsewhere` leaves the command pending, to be retried once the lease has lapsed.
+   When another run holds the task for good, this run is reported superseded (`reports`).
+3. Move the claim to "running" (fenced: still this run's, at this fence or an older one).
+4. Work under the lease (`lease.run_guarded`): the keeper extends it every ttl/3, riding out
+   transient Redis and database errors, and raises `LeaseLost` (cancelling the work) once it is
+   gone. Every event is appended under the token, so a late write is refused (`LockNotHeld`).
+5. Append the outcome with its marker under the token, finish the claim (fenced), then append
+   `lock.released` and release the lock (compare-and-delete) in one step.
+
+A run that lost its lease stops writing and does not crash: its `lock.lost` and
+`run.superseded` go through the fenced report (`reports.write_report`), which drops them when a
+newer holder of the run, or its outcome, says otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import time
-from dataclasses import dataclass
+from collections.abc import Coroutine
+from typing import Any
 
-import httpx
 import structlog
-from openai import AsyncOpenAI
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.commandside.claims import (
     LIVE_STATES,
@@ -29,10 +39,10 @@ from libs.commandside.claims import (
     refresh_claim,
     start_claim,
 )
-from libs.commandside.locks import Holder, Lease, TaskLocks
-from libs.common import Settings
+from libs.commandside.errors import CommandSideError
+from libs.commandside.locks import Holder, Lease
+from libs.common.backoff import Backoff
 from libs.events import (
-    EventStore,
     LockAcquired,
     LockExpired,
     LockLost,
@@ -46,26 +56,23 @@ from libs.events import (
     RunStarted,
     RunSuperseded,
 )
-from libs.events.stats import RunStats
 from services.runner.agent import ask_model
+from services.runner.deps import RunDeps
+from services.runner.lease import LeaseLost, keep_lease, run_guarded
 from services.runner.metrics import RUNS_FINISHED
+from services.runner.reports import write_report
 from services.runner.retrieval import RetrievalFailed, retrieve
 
-__all__ = ["RunDeps", "handle_run"]
+__all__ = ["RunDeps", "RunHeldElsewhere", "handle_run"]
 
 log = structlog.get_logger(__name__)
 
+SETTLE_S = 1.0  # how long a start waits for another run's passing hold on the lock to end
 
-@dataclass(frozen=True)
-class RunDeps:
-    settings: Settings
-    store: EventStore
-    locks: TaskLocks
-    engine: AsyncEngine
-    llm: AsyncOpenAI
-    http: httpx.AsyncClient
-    stats: RunStats
-    worker: str
+
+class RunHeldElsewhere(CommandSideError):
+    """The task's lock is held by another holder of this run, or by another run's admission
+    while this run's claim stands: the command stays pending and is retried later."""
 
 
 async def handle_run(command: RunAgent, deps: RunDeps) -> None:
@@ -79,49 +86,100 @@ async def handle_run(command: RunAgent, deps: RunDeps) -> None:
         return
 
     ttl_ms = deps.settings.lock_ttl_ms
-    got = await deps.locks.take_over(task_id, run_id, command.fence, ttl_ms)
+    got, sent = await _take_lease(command, deps)
+    if got is None:
+        log.info("run.skipped", reason="the run ended meanwhile")
+        return
     if isinstance(got, Holder):
-        await _superseded(deps, command, command.fence, f"run {got.run_id} holds the task's lock")
+        await _held_elsewhere(command, got, deps)
         return
     lease = got
     if lease.reacquired:
         expired = LockExpired(
             task_id=task_id,
             run_id=run_id,
-            fence=command.fence,
-            reason="the lease lapsed before a runner started the run",
+            fence=lease.previous_fence,
+            reason="the run's lease lapsed before this runner took the run over",
         )
         await deps.store.append(expired, lock_token=lease.token)
         acquired = LockAcquired(
             task_id=task_id, run_id=run_id, fence=lease.fence, ttl_ms=ttl_ms, by="runner"
         )
         await deps.store.append(acquired, lock_token=lease.token)
-    if not await start_claim(deps.engine, task_id, run_id, lease.fence, _claim_expiry(ttl_ms)):
-        await deps.locks.release(lease)
-        await _superseded(deps, command, lease.fence, "another run claimed the task")
+    if not await start_claim(deps.engine, task_id, run_id, lease.fence, ttl_ms / 1000):
+        await _superseded(deps, lease, "another run claimed the task", lost=False)
         return
-    await _run_under_lease(command, lease, deps)
+    await _run_under_lease(command, lease, deps, confirmed_at=sent)
 
 
-def _claim_expiry(ttl_ms: int) -> float:
-    return time.time() + ttl_ms / 1000
+async def _take_lease(command: RunAgent, deps: RunDeps) -> tuple[Lease | Holder | None, float]:
+    """`take_over`, and when another run holds the lock while this run's claim stands (its
+    admission about to be refused at the database, or a report being written), again a few
+    times for up to SETTLE_S; with the monotonic time the request that won was sent."""
+    backoff = Backoff(base_s=0.05, cap_s=0.4, jitter=False)
+    settle_by = time.monotonic() + SETTLE_S
+    while True:
+        sent = time.monotonic()
+        got = await deps.locks.take_over(
+            command.task_id,
+            command.run_id,
+            command.fence,
+            deps.settings.lock_ttl_ms,
+            holder=deps.worker,
+        )
+        if not isinstance(got, Holder) or got.run_id == command.run_id or sent > settle_by:
+            return got, sent
+        claim = await get_claim(deps.engine, command.task_id)
+        if claim is None or claim.run_id != command.run_id or claim.state not in LIVE_STATES:
+            return got, sent
+        await asyncio.sleep(backoff.next_delay())
 
 
-async def _run_under_lease(command: RunAgent, lease: Lease, deps: RunDeps) -> None:
+async def _held_elsewhere(command: RunAgent, holder: Holder, deps: RunDeps) -> None:
+    """The lock is someone else's: wait for it (raise) unless this run can never start again."""
+    if holder.run_id == command.run_id:
+        raise RunHeldElsewhere(
+            f"another holder of this run ({holder.holder or 'unnamed'}, fence {holder.fence}) "
+            "has its lease; the command is retried once that lease has lapsed"
+        )
+    claim = await get_claim(deps.engine, command.task_id)
+    if claim is not None and claim.run_id == command.run_id and claim.state in LIVE_STATES:
+        raise RunHeldElsewhere(f"run {holder.run_id} holds the task's lock for the moment")
+    reason = f"run {holder.run_id} holds the task's lock"
+    if await write_report(
+        deps,
+        command.task_id,
+        command.run_id,
+        fence=None,
+        fallback_fence=command.fence,
+        build=functools.partial(_superseded_events, command.task_id, command.run_id, reason, None),
+    ):
+        _count_superseded(reason)
+
+
+async def _run_under_lease(
+    command: RunAgent, lease: Lease, deps: RunDeps, *, confirmed_at: float
+) -> None:
     started = time.monotonic()
-    task_id, run_id, fence = command.task_id, command.run_id, lease.fence
-    work = asyncio.create_task(_work(command, lease, deps))
-    finished = asyncio.Event()
-    keeper = asyncio.create_task(_keep_lease(lease, deps, work, finished))
-    lost: str | None = None
+    ttl_s = lease.ttl_ms / 1000
+
+    def keeper(stop: asyncio.Event) -> Coroutine[Any, Any, None]:
+        return keep_lease(
+            functools.partial(deps.locks.extend, lease),
+            functools.partial(refresh_claim, deps.engine, lease.task_id, lease.fence, ttl_s),
+            ttl_s=ttl_s,
+            confirmed_at=confirmed_at,
+            stop=stop,
+        )
+
     try:
-        answer, sources = await work
+        answer, sources = await run_guarded(_work(command, lease, deps), keeper)
+    except LeaseLost as lost:
+        await _superseded(deps, lease, lost.reason, lost=True)
+        return
     except LockNotHeld:
-        lost = "the task lock was gone when the run tried to write"
-    except asyncio.CancelledError:
-        lost = _lost_reason(keeper)
-        if lost is None:
-            raise  # the runner itself is being cancelled
+        await _superseded(deps, lease, "the task lock was gone when the run tried to write")
+        return
     except Exception as exc:
         reason = (
             f"retrieval failed: {exc}"
@@ -130,35 +188,25 @@ async def _run_under_lease(command: RunAgent, lease: Lease, deps: RunDeps) -> No
         )
         log.warning("run.failed", reason=reason)
         failed = RunFailed(
-            task_id=task_id, run_id=run_id, fence=fence, reason=reason, duration_s=_since(started)
+            task_id=lease.task_id,
+            run_id=lease.run_id,
+            fence=lease.fence,
+            reason=reason,
+            duration_s=_since(started),
         )
         await _finish(deps, lease, failed)
         return
-    finally:
-        finished.set()  # stop the keeper by event: a cancel() inside redis-py can be swallowed
-        await keeper
-    if lost is not None:
-        await deps.store.append(LockLost(task_id=task_id, run_id=run_id, fence=fence, reason=lost))
-        await _superseded(deps, command, fence, lost)
-        return
     duration = _since(started)
     completed = RunCompleted(
-        task_id=task_id,
-        run_id=run_id,
-        fence=fence,
+        task_id=lease.task_id,
+        run_id=lease.run_id,
+        fence=lease.fence,
         answer=answer,
         duration_s=duration,
         sources=sources,
     )
     await _finish(deps, lease, completed)
     log.info("run.completed", duration_s=round(duration, 3), answer_chars=len(answer))
-
-
-def _lost_reason(keeper: asyncio.Task[str | None]) -> str | None:
-    """Why the work was cancelled, if the keeper did it (it returns right after)."""
-    if keeper.done() and not keeper.cancelled():
-        return keeper.result()
-    return None
 
 
 def _since(started: float) -> float:
@@ -189,30 +237,11 @@ async def _work(command: RunAgent, lease: Lease, deps: RunDeps) -> tuple[str, li
     return answer, context
 
 
-async def _keep_lease(
-    lease: Lease, deps: RunDeps, work: asyncio.Task[object], finished: asyncio.Event
-) -> str | None:
-    """Extend the lease every third of its TTL until `finished`; if an extension fails, stop
-    the work and say why."""
-    interval = lease.ttl_ms / 3000
-    while True:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(finished.wait(), interval)
-        if finished.is_set() or work.done():
-            return None
-        if not await deps.locks.extend(lease):
-            reason = "the task lock expired or was taken while the run was working"
-            log.warning("run.lease_lost", reason=reason)
-            work.cancel()
-            return reason
-        await refresh_claim(deps.engine, lease.task_id, lease.fence, _claim_expiry(lease.ttl_ms))
-
-
 async def _finish(deps: RunDeps, lease: Lease, outcome: RunCompleted | RunFailed) -> None:
     try:
         await deps.store.append_outcome(outcome, lock_token=lease.token)
     except LockNotHeld:
-        await _superseded(deps, _command_of(outcome), lease.fence, "lock lost before the result")
+        await _superseded(deps, lease, "the task lock was gone before the result was written")
         return
     state = ClaimState.DONE if isinstance(outcome, RunCompleted) else ClaimState.FAILED
     if not await finish_claim(deps.engine, lease.task_id, lease.fence, state):
@@ -227,13 +256,34 @@ async def _finish(deps: RunDeps, lease: Lease, outcome: RunCompleted | RunFailed
     RUNS_FINISHED.labels(outcome=finished).inc()
 
 
-def _command_of(event: RunCompleted | RunFailed) -> RunAgent:
-    return RunAgent(task_id=event.task_id, run_id=event.run_id, fence=event.fence, question="")
+async def _superseded(deps: RunDeps, lease: Lease, reason: str, *, lost: bool = True) -> None:
+    """Report the run superseded at its lease's fence (with `lock.lost` first when it lost the
+    lease), fenced: see `reports`."""
+    build = functools.partial(
+        _superseded_events, lease.task_id, lease.run_id, reason, reason if lost else None
+    )
+    if await write_report(
+        deps,
+        lease.task_id,
+        lease.run_id,
+        fence=lease.fence,
+        fallback_fence=lease.fence,
+        build=build,
+        own_token=lease.token,
+    ):
+        _count_superseded(reason)
 
 
-async def _superseded(deps: RunDeps, command: RunAgent, fence: int, reason: str) -> None:
+def _superseded_events(
+    task_id: int, run_id: str, reason: str, lost: str | None, fence: int
+) -> list[LockLost | RunSuperseded]:
+    ids = {"task_id": task_id, "run_id": run_id, "fence": fence}
+    superseded = RunSuperseded(**ids, reason=reason)  # type: ignore[arg-type]
+    if lost is None:
+        return [superseded]
+    return [LockLost(**ids, reason=lost), superseded]  # type: ignore[arg-type]
+
+
+def _count_superseded(reason: str) -> None:
     log.warning("run.superseded", reason=reason)
     RUNS_FINISHED.labels(outcome="superseded").inc()
-    await deps.store.append(
-        RunSuperseded(task_id=command.task_id, run_id=command.run_id, fence=fence, reason=reason)
-    )

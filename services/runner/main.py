@@ -8,7 +8,6 @@ import httpx
 import structlog
 from openai import AsyncOpenAI
 
-from libs.commandside.claims import fail_claim_of_run
 from libs.commandside.locks import TaskLocks
 from libs.common import Settings
 from libs.common.database import create_engine, create_schema
@@ -29,6 +28,7 @@ from libs.events.stats import RunStats
 from libs.events.workers import WorkerRegistry
 from services.runner.lifecycle import RunDeps, handle_run
 from services.runner.metrics import RUNS_FINISHED, RUNS_IN_PROGRESS, serve_metrics
+from services.runner.reports import write_report
 
 __all__ = ["build_consumer", "serve"]
 
@@ -45,18 +45,31 @@ def build_consumer(deps: RunDeps) -> GroupConsumer:
             await handle_run(command, deps)
 
     async def dead_lettered(entry_id: str, fields: dict[str, str], reason: str) -> None:
+        """Fail the run the command was for, fenced (`reports`): at the newest fence the run
+        took (the command's when none is recorded), only if no live holder of the run has the
+        lock, so a run still going elsewhere is never failed under it."""
         command = decode_command(fields["data"], RunAgent)
-        await fail_claim_of_run(deps.engine, command.task_id, command.run_id)
-        await deps.store.append(
-            RunFailed(
-                task_id=command.task_id,
-                run_id=command.run_id,
-                fence=command.fence,
-                reason=f"gave up after repeated failures: {reason}",
+
+        def failed(fence: int) -> list[RunFailed]:
+            why = f"gave up after repeated failures: {reason}"
+            return [
+                RunFailed(task_id=command.task_id, run_id=command.run_id, fence=fence, reason=why)
+            ]
+
+        with structlog.contextvars.bound_contextvars(
+            task_id=command.task_id, run_id=command.run_id
+        ):
+            written = await write_report(
+                deps,
+                command.task_id,
+                command.run_id,
+                fence=None,
+                fallback_fence=command.fence,
+                build=failed,
             )
-        )
-        await deps.stats.record("failed", 0.0)
-        RUNS_FINISHED.labels(outcome="failed").inc()
+        if written:
+            await deps.stats.record("failed", 0.0)
+            RUNS_FINISHED.labels(outcome="failed").inc()
 
     settings = deps.settings
     return GroupConsumer(

@@ -150,7 +150,7 @@ async def test_unknown_task_and_route_are_json_404s(stack: InProcessStack) -> No
 async def test_health_ready_and_metrics_answer(stack: InProcessStack) -> None:
     assert (await stack.client.get("/health")).json() == {"status": "ok"}
     ready = (await stack.client.get("/ready")).json()
-    assert ready == {"status": "ok", "redis": "ok", "database": "ok"}
+    assert ready == {"status": "ok", "redis": "ok", "database": "ok", "hub": "ok"}
     await stack.client.post("/api/tasks", json={"title": "counted"})
     metrics = (await stack.client.get("/metrics")).text
     assert "ragpoc_tasks_created_total" in metrics
