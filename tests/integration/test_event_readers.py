@@ -6,13 +6,11 @@ trimmed; without an archive (engine None) the readers return what Redis holds.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from libs.common.database import create_engine, create_schema
 from libs.events import (
     AnyEvent,
     EventDecodeError,
@@ -84,14 +82,6 @@ async def until_redis_clock_passes(redis: aioredis.Redis) -> None:
 
     written = await now_ms()
     await eventually(now_ms, until=lambda ms: ms > written, interval=0.001)
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    await create_schema(engine)
-    yield engine
-    await engine.dispose()
 
 
 async def archive_and_trim(

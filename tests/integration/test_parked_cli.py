@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from libs.common.database import create_engine, create_schema
 from libs.events import EventStore, Keys, TaskCreated
 from libs.readmodels import get_task
 from services.cli import main
@@ -20,14 +18,6 @@ from tests.integration.projector_support import (
     accept_poisoned_titles,
     refuse_poisoned_titles,
 )
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    await create_schema(engine)
-    yield engine
-    await engine.dispose()
 
 
 async def ragpoc(argv: list[str]) -> int:

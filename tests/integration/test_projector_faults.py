@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.common import Settings
-from libs.common.database import create_engine, create_schema
+from libs.common.database import create_engine
 from libs.events import (
     EventStore,
     Keys,
@@ -45,14 +43,6 @@ from tests.integration.projector_support import (
     snapshot,
 )
 from tests.redisclock import until_redis_clock_passes
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    await create_schema(engine)
-    yield engine
-    await engine.dispose()
 
 
 async def project(redis: aioredis.Redis, engine: AsyncEngine, keys: Keys) -> Projector:

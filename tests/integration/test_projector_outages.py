@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +50,6 @@ def lines(monkeypatch: pytest.MonkeyPatch) -> LogLines:
     recorder = LogLines()
     monkeypatch.setattr(projector_main, "log", recorder)
     return recorder
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    await create_schema(engine)
-    yield engine
-    await engine.dispose()
 
 
 async def append_tasks(store: EventStore, task_ids: range) -> None:

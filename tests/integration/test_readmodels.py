@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from libs.common.database import create_engine, create_schema
 from libs.events import RunCompleted, RunRequested, RunStarted, StoredEvent, TaskCreated
 from libs.readmodels import (
     LostRace,
@@ -18,14 +15,6 @@ from libs.readmodels import (
     list_runs,
     load_positions,
 )
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    await create_schema(engine)
-    yield engine
-    await engine.dispose()
 
 
 def stored(n: int, event: object) -> StoredEvent:
