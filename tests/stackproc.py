@@ -15,9 +15,18 @@ from pathlib import Path
 from tests.conftest import free_port
 from tests.eventually import eventually_sync
 
-__all__ = ["UpProcess", "ragpoc_up"]
+__all__ = ["UpProcess", "alive", "ragpoc_up"]
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
 
 
 @dataclass

@@ -17,7 +17,7 @@ import redis
 
 from libs.events import Keys
 from tests.eventually import eventually_sync
-from tests.stackproc import UpProcess, ragpoc_up
+from tests.stackproc import UpProcess, alive, ragpoc_up
 
 pytestmark = pytest.mark.e2e
 
@@ -56,14 +56,6 @@ def restarted(up: UpProcess, service: str, old_pid: int) -> int:
     )
     assert pid is not None
     return pid
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
 
 
 def tail(up: UpProcess) -> str:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.eventually import eventually_sync
-from tests.stackproc import UpProcess, ragpoc_up
+from tests.stackproc import UpProcess, alive, ragpoc_up
 
 pytestmark = pytest.mark.e2e
 
@@ -30,14 +30,6 @@ def descendants(pid: int) -> set[int]:
     for child in map(int, children):
         found |= {child, *descendants(child)}
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
 
 
 @pytest.fixture(params=["embedded-valkey", "external-redis"])

@@ -29,8 +29,8 @@ from services.gateway.app import create_app
 from services.gateway.context import GatewayContext
 from services.gateway.hub import EventHub
 from services.projector.main import Projector
-from tests.conftest import free_port
 from tests.eventually import eventually
+from tests.integration.inprocess import stack_settings
 
 __all__ = ["GatewayStack", "aof_valkey", "blocked_in", "gateway_stack", "serving_gateway"]
 
@@ -107,15 +107,7 @@ async def gateway_stack(
     redis_url: str, database_url: str, keys: Keys, data_dir: Path, **overrides: Any
 ) -> AsyncIterator[GatewayStack]:
     """A gateway and a projector (no runner) on a real Redis/Valkey and SQL database."""
-    settings = Settings(
-        data_dir=data_dir,
-        redis_url=redis_url,
-        database_url=database_url,
-        namespace=keys.namespace,
-        partitions=keys.partitions,
-        gateway_port=free_port(),
-        **overrides,
-    )
+    settings = stack_settings(redis_url, database_url, keys, data_dir, **overrides)
     redis = connect_redis(redis_url)
     engine = create_engine(settings.sqlalchemy_url)
     await create_schema(engine)

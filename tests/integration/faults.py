@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 
 from libs.events.store import Entries
 from tests.conftest import free_port
+from tests.integration.tcpproxy import TcpProxy
 
 __all__ = ["LossyProxy", "OwnValkey", "blocked_in", "own_valkey", "stream_entries"]
 
@@ -84,46 +85,22 @@ async def stream_entries(redis_client: aioredis.Redis, stream: str) -> Entries:
 
 
 @dataclass
-class LossyProxy:
+class LossyProxy(TcpProxy):
     """Forwards TCP to Valkey. Once `lose_next_reply` is set, the next bytes the server sends
     on any connection are dropped and that connection is cut, as a network failure would: the
     server did the command, the client never hears of it. Then it forwards faithfully again."""
 
     upstream_port: int
-    port: int = field(default_factory=free_port)
     lose_next_reply: bool = False
     replies_lost: int = 0
-    _server: asyncio.Server | None = None
-    _pumps: set[asyncio.Task[None]] = field(default_factory=set)
-    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
-
-    async def __aenter__(self) -> LossyProxy:
-        self._server = await asyncio.start_server(self._connect, "127.0.0.1", self.port)
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.close()
-        for pump in list(self._pumps):
-            pump.cancel()
-        await asyncio.gather(*self._pumps, return_exceptions=True)
-        await self._server.wait_closed()
 
     async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         self._writers |= {writer, up_writer}
-        for task in (
-            asyncio.create_task(self._pump(reader, up_writer, writer, replies=False)),
-            asyncio.create_task(self._pump(up_reader, writer, up_writer, replies=True)),
-        ):
-            self._pumps.add(task)
-            task.add_done_callback(self._pumps.discard)
+        self._start_pumps(
+            self._pump(reader, up_writer, writer, replies=False),
+            self._pump(up_reader, writer, up_writer, replies=True),
+        )
 
     async def _pump(
         self,

@@ -107,6 +107,26 @@ async def serving(app: Starlette, port: int) -> AsyncIterator[None]:
         await task
 
 
+def stack_settings(
+    redis_url: str, database_url: str, keys: Keys, data_dir: str | Path, **overrides: object
+) -> Settings:
+    """Settings for services a test runs in-process: this test's Redis, database, namespace and
+    partitions, every HTTP port free, the runner's LLM on this stack's mockai; `overrides` win."""
+    mockai_port = free_port()
+    values: dict[str, object] = {
+        "data_dir": Path(data_dir),
+        "redis_url": redis_url,
+        "database_url": database_url,
+        "namespace": keys.namespace,
+        "partitions": keys.partitions,
+        "gateway_port": free_port(),
+        "ingestor_port": free_port(),
+        "mockai_port": mockai_port,
+        "openai_base_url": f"http://127.0.0.1:{mockai_port}/v1",
+    }
+    return Settings(**(values | overrides))  # type: ignore[arg-type]
+
+
 @asynccontextmanager
 async def in_process_stack(
     redis_url: str,
@@ -120,20 +140,10 @@ async def in_process_stack(
     ingestor still uses for embeddings)."""
     from openai import AsyncOpenAI
 
-    mockai_port = free_port()
-    settings = Settings(
-        data_dir=Path(data_dir),
-        ingestor_port=free_port(),
-        redis_url=redis_url,
-        database_url=database_url,
-        namespace=keys.namespace,
-        partitions=keys.partitions,
-        gateway_port=free_port(),
-        mockai_port=mockai_port,
-        openai_base_url=f"http://127.0.0.1:{mockai_port}/v1",
-        consumer_block_ms=100,
-        **overrides,  # type: ignore[arg-type]
+    settings = stack_settings(
+        redis_url, database_url, keys, data_dir, **({"consumer_block_ms": 100} | overrides)
     )
+    mockai_port = settings.mockai_port
     redis = connect_redis(redis_url)
     store = EventStore(redis, keys)
     engine = create_engine(settings.sqlalchemy_url)

@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.routing import Route
 
 from libs.commandside.claims import claim_task
-from libs.common import Settings
 from libs.events import RUNNERS_GROUP, Keys
 from libs.events.codec import encode
 from libs.events.commands import RunAgent
@@ -26,9 +25,8 @@ from libs.events.consumer import ConsumerOptions, GroupConsumer
 from libs.events.workers import WorkerRegistry
 from services.gateway.app import create_app
 from services.gateway.jobs_api import jobs
-from tests.conftest import free_port
 from tests.eventually import eventually
-from tests.integration.inprocess import serving
+from tests.integration.inprocess import serving, stack_settings
 
 BEAT_S = 0.1  # the workers' heartbeat interval in these tests, in seconds
 
@@ -37,14 +35,7 @@ BEAT_S = 0.1  # the workers' heartbeat interval in these tests, in seconds
 async def gateway(
     redis_url: str, database_url: str, keys: Keys, data_dir: Path
 ) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(
-        data_dir=data_dir,
-        redis_url=redis_url,
-        database_url=database_url,
-        namespace=keys.namespace,
-        partitions=keys.partitions,
-        gateway_port=free_port(),
-    )
+    settings = stack_settings(redis_url, database_url, keys, data_dir)
     app = create_app(settings)
     if not any(getattr(r, "path", "") == "/api/jobs" for r in app.router.routes):
         app.router.routes.append(Route("/api/jobs", jobs, methods=["GET"]))

@@ -26,9 +26,8 @@ from libs.events.stats import RunStats
 from services.ingestor.app import create_app as ingestor_app
 from services.mockai import create_app as mockai_app
 from services.runner.lifecycle import RunDeps
-from tests.conftest import free_port
 from tests.eventually import eventually
-from tests.integration.inprocess import serving
+from tests.integration.inprocess import serving, stack_settings
 
 __all__ = ["RunnerKit", "runner_kit"]
 
@@ -92,19 +91,11 @@ class RunnerKit:
 async def runner_kit(
     redis_url: str, database_url: str, keys: Keys, data_dir: Path, **overrides: object
 ) -> AsyncIterator[RunnerKit]:
-    mockai_port, ingestor_port = free_port(), free_port()
-    settings = Settings(
-        data_dir=data_dir,
-        redis_url=redis_url,
-        database_url=database_url,
-        namespace=keys.namespace,
-        partitions=keys.partitions,
-        mockai_port=mockai_port,
-        ingestor_port=ingestor_port,
-        openai_base_url=f"http://127.0.0.1:{mockai_port}/v1",
-        dev=True,  # honours a command's hold_seconds
-        **overrides,  # type: ignore[arg-type]
+    # dev: honours a command's hold_seconds
+    settings = stack_settings(
+        redis_url, database_url, keys, data_dir, **({"dev": True} | overrides)
     )
+    mockai_port, ingestor_port = settings.mockai_port, settings.ingestor_port
     redis = connect_redis(redis_url)
     engine = create_engine(settings.sqlalchemy_url)
     await create_schema(engine)

@@ -9,7 +9,7 @@ import asyncio
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from tests.conftest import free_port
+from tests.integration.tcpproxy import TcpProxy
 
 __all__ = ["StallProxy"]
 
@@ -22,19 +22,11 @@ class _Link:
 
 
 @dataclass
-class StallProxy:
+class StallProxy(TcpProxy):
     upstream_url: str
-    port: int = field(default_factory=free_port)
     stalled: bool = False
-    _server: asyncio.Server | None = None
     held_requests: int = 0  # how many reads were held back while stalled
     _links: set[_Link] = field(default_factory=set)
-    _pumps: set[asyncio.Task[None]] = field(default_factory=set)
-    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
 
     def stall(self) -> None:
         self.stalled = True
@@ -47,30 +39,15 @@ class StallProxy:
             link.held.clear()
         self.stalled = False
 
-    async def __aenter__(self) -> StallProxy:
-        self._server = await asyncio.start_server(self._connect, "127.0.0.1", self.port)
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.close()
-        for pump in list(self._pumps):
-            pump.cancel()
-        await asyncio.gather(*self._pumps, return_exceptions=True)
-        await self._server.wait_closed()
-
     async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream = urlsplit(self.upstream_url)
         up_reader, up_writer = await asyncio.open_connection(upstream.hostname, upstream.port)
         self._writers |= {writer, up_writer}
         link = _Link(up_writer)
         self._links.add(link)
-        for pump in (self._requests(reader, link, writer), self._replies(up_reader, writer, link)):
-            task = asyncio.create_task(pump)
-            self._pumps.add(task)
-            task.add_done_callback(self._pumps.discard)
+        self._start_pumps(
+            self._requests(reader, link, writer), self._replies(up_reader, writer, link)
+        )
 
     async def _requests(
         self, client: asyncio.StreamReader, link: _Link, writer: asyncio.StreamWriter

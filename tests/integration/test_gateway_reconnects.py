@@ -13,13 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from libs.common import Settings
 from libs.events import EventStore, Keys, RunRequested, TaskCreated, connect_redis
 from services.gateway.app import create_app as gateway_app
-from tests.conftest import free_port
 from tests.eventually import eventually
 from tests.integration.faults import OwnValkey, blocked_in, own_valkey
-from tests.integration.inprocess import serving
+from tests.integration.inprocess import serving, stack_settings
 from tests.sse_client import sse_frames
 
 
@@ -47,15 +45,8 @@ def valkey(tmp_path: Path) -> Iterator[OwnValkey]:
 
 @pytest.fixture
 async def gateway(valkey: OwnValkey, keys: Keys, tmp_path: Path) -> AsyncIterator[Gateway]:
-    settings = Settings(
-        data_dir=tmp_path,
-        redis_url=valkey.url,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
-        namespace=keys.namespace,
-        partitions=keys.partitions,
-        gateway_port=free_port(),
-        sse_heartbeat_s=1.0,
-    )
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}"
+    settings = stack_settings(valkey.url, database_url, keys, tmp_path, sse_heartbeat_s=1.0)
     redis = connect_redis(valkey.url)
     try:
         async with (
