@@ -15,7 +15,7 @@ from pathlib import Path
 from tests.conftest import free_port
 from tests.eventually import eventually_sync
 
-__all__ = ["UpProcess", "alive", "ragpoc_up"]
+__all__ = ["UpProcess", "alive", "children", "ragpoc_up"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,6 +27,23 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+def children(pid: int) -> dict[int, str]:
+    """The direct children of `pid`: pid -> what it is ("runner", ..., "valkey")."""
+    try:
+        pids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return {}
+    found = {}
+    for child in map(int, pids):
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().decode().split("\0")
+        except FileNotFoundError:
+            continue
+        if len(argv) >= 2:  # not a zombie (its command line is gone)
+            found[child] = "valkey" if "valkey-server" in argv[0] else argv[-2]
+    return found
 
 
 @dataclass

@@ -13,6 +13,7 @@ from libs.events.commands import Command, DocumentToIngest, IngestDocuments, Run
 from libs.events.consumer import ConsumerOptions, GroupConsumer, consumer_name
 from libs.events.doc import DocEvent, DocFailed, DocIngested
 from libs.events.envelope import Event, now
+from libs.events.errors import RunAlreadyEnded
 from libs.events.lock import (
     LockAcquired,
     LockConflict,
@@ -64,6 +65,7 @@ __all__ = [
     "RetrievalDone",
     "RetrievedChunk",
     "RunAgent",
+    "RunAlreadyEnded",
     "RunCompleted",
     "RunEvent",
     "RunFailed",

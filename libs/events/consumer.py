@@ -323,4 +323,9 @@ class GroupConsumer:
             await pipe.execute()
         log.error("consumer.dead_lettered", entry_id=entry_id, reason=reason)
         if self.on_dead_letter is not None:
-            await self.on_dead_letter(entry_id, fields, reason)
+            try:
+                await self.on_dead_letter(entry_id, fields, reason)
+            except RedisError:
+                raise  # the loop rides it out; the entry is already dead-lettered
+            except Exception:  # the entry is dead-lettered: a failing hook must not end the loop
+                log.exception("consumer.dead_letter_hook_failed", entry_id=entry_id)

@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from libs.events.codec import AnyEvent, decode_event, encode
-from libs.events.errors import EventDecodeError, LockNotHeld
+from libs.events.errors import EventDecodeError, LockNotHeld, RunAlreadyEnded
 from libs.events.ids import entry_key
 from libs.events.names import Keys
 
@@ -60,12 +60,22 @@ redis.call('ZADD', KEYS[3], 'NX', string.match(id, '^%d+'), ARGV[3])
 """
 _APPEND = _CHECK_LOCK + _APPEND_BOTH + "return {id, log_id}\n"
 
-# KEYS[5]: the run's outcome marker. A run's terminal event and its marker are written in one
-# step, under its lock, so a redelivered command can tell that its run already ended.
+# The run's outcome marker (KEYS[5] under a lock, else KEYS[4]). A run's terminal event and its
+# marker are written in one step, and only while the marker is not set: a run ends exactly once,
+# so a redelivered command can tell that its run already ended, and a writer may retry a
+# terminal append whose reply was lost without ending the run twice.
+_ENDED_ONCE = """
+if redis.call('EXISTS', KEYS[{marker}]) == 1 then
+  local ended = redis.call('GET', KEYS[{marker}])
+  return redis.error_reply('ENDED the run has already ended with ' .. ended)
+end
+"""
+_SET_MARKER = "redis.call('SET', KEYS[{marker}], ARGV[1], 'EX', 604800)\nreturn {{id, log_id}}\n"
 _APPEND_OUTCOME = (
-    _CHECK_LOCK
-    + _APPEND_BOTH
-    + "redis.call('SET', KEYS[5], ARGV[1], 'EX', 604800)\nreturn {id, log_id}\n"
+    _CHECK_LOCK + _ENDED_ONCE.format(marker=5) + _APPEND_BOTH + _SET_MARKER.format(marker=5)
+)
+_APPEND_OUTCOME_UNLOCKED = (
+    _ENDED_ONCE.format(marker=4) + _APPEND_BOTH + _SET_MARKER.format(marker=4)
 )
 
 # `lock.released` and the release itself in one step: once the event is in the log the task is
@@ -203,6 +213,7 @@ class EventStore:
         self.keys = keys
         self._append = redis.register_script(_APPEND)
         self._append_outcome = redis.register_script(_APPEND_OUTCOME)
+        self._append_outcome_unlocked = redis.register_script(_APPEND_OUTCOME_UNLOCKED)
         self._append_release = redis.register_script(_APPEND_RELEASE)
 
     async def append(self, event: AnyEvent, *, lock_token: str | None = None) -> Appended:
@@ -212,12 +223,15 @@ class EventStore:
         extra_args = [] if lock_token is None else [lock_token]
         return await self._run_append(self._append, event, extra_keys, extra_args)
 
-    async def append_outcome(self, event: AnyEvent, *, lock_token: str) -> Appended:
-        """Append a run's terminal event under its lock and mark the run as ended."""
-        extra_keys = [
-            self.keys.task_lock(event.task_id),
-            self.keys.run_outcome(event.task_id, event.run_id),
-        ]
+    async def append_outcome(self, event: AnyEvent, *, lock_token: str | None) -> Appended:
+        """Append a run's terminal event and mark the run as ended, in one step: under its lock
+        (`lock_token`; None for a writer that holds none, such as a report about a run whose
+        task another run has taken), and only if the run has not ended yet (else
+        `RunAlreadyEnded`, nothing written). Safe to retry after a lost reply."""
+        marker = self.keys.run_outcome(event.task_id, event.run_id)
+        if lock_token is None:
+            return await self._run_append(self._append_outcome_unlocked, event, [marker], [])
+        extra_keys = [self.keys.task_lock(event.task_id), marker]
         return await self._run_append(self._append_outcome, event, extra_keys, [lock_token])
 
     async def append_release(self, event: AnyEvent, *, lock_token: str) -> Appended:
@@ -243,6 +257,8 @@ class EventStore:
         except aioredis.ResponseError as exc:
             if "LOCKLOST" in str(exc):
                 raise LockNotHeld(str(exc)) from exc
+            if str(exc).startswith("ENDED"):
+                raise RunAlreadyEnded(str(exc).removeprefix("ENDED ")) from exc
             raise
         return Appended(stream_id=stream_id, log_id=log_id, partition=partition)
 

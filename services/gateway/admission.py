@@ -36,6 +36,7 @@ from libs.events import (
     LockNotHeld,
     LockReleased,
     RunAgent,
+    RunAlreadyEnded,
     RunFailed,
     RunRequested,
     encode,
@@ -213,8 +214,11 @@ async def _end_and_release(ctx: GatewayContext, lease: Lease, stage: Stage, reas
         )
         try:
             await ctx.store.append_outcome(failed, lock_token=lease.token)
-        except LockNotHeld:
-            await ctx.store.append(failed)  # the lock lapsed; the run still ended here
+        except LockNotHeld:  # the lock lapsed; the run still ended here, once
+            with contextlib.suppress(RunAlreadyEnded):
+                await ctx.store.append_outcome(failed, lock_token=None)
+        except RunAlreadyEnded:
+            pass  # a retry of this undo, or a runner, ended it first
     await _release(ctx, lease, logged=stage != "locked")
 
 

@@ -2,7 +2,8 @@
 
 The one place where exceptions become HTTP answers: `ApiError` carries its own status, the
 libraries' errors that a client can cause are mapped by `ERROR_STATUS`, Starlette's
-`HTTPException` keeps its status, and anything else is a 500 that is logged.
+`HTTPException` keeps its status, a Redis or database outage (a restart, a failover, a dropped
+connection) is a 503 that says to retry, and anything else is a 500 that is logged.
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from libs.commandside.errors import InvalidIdempotencyKey, UnsettledIdempotencyKey
+from libs.common.backoff import is_transient
 from libs.common.errors import RagpocError
 
 __all__ = ["ERROR_STATUS", "EXCEPTION_HANDLERS", "ApiError", "error_response"]
@@ -57,6 +61,26 @@ async def http_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, str(exc.detail))
 
 
+RETRY_AFTER_S = 1
+
+
+async def dependency_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A transient Redis error or any database error: the request did nothing that lasts (an
+    admission undoes itself), so the client may simply send it again."""
+    if isinstance(exc, RedisError) and not is_transient(exc):
+        return await unexpected_error_handler(request, exc)
+    dependency = "redis" if isinstance(exc, RedisError) else "database"
+    log.warning("http.dependency_unavailable", path=request.url.path, dependency=dependency)
+    response = error_response(
+        503,
+        f"the {dependency} is unavailable for the moment ({type(exc).__name__}); "
+        "nothing was changed, retry shortly",
+        dependency=dependency,
+    )
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
+
+
 async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
     log.error("http.unexpected_error", path=request.url.path, exc_info=exc)
     return error_response(500, "internal error: see the gateway log", type=type(exc).__name__)
@@ -65,5 +89,7 @@ async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResp
 EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     RagpocError: ragpoc_error_handler,
     HTTPException: http_error_handler,
+    RedisError: dependency_error_handler,
+    DBAPIError: dependency_error_handler,
     Exception: unexpected_error_handler,
 }

@@ -1,7 +1,8 @@
 """`GET /events/tasks/{id}`: Server-Sent Events replaying a task's stream, then following it.
 
 `id:` is the task-stream entry id, `event:` the event type, `data:` the JSON event. A client that
-reconnects with `Last-Event-ID` (or `?last_event_id=`) gets only what came after it.
+reconnects with `Last-Event-ID` (or `?last_event_id=`) gets only what came after it. When Redis
+or the database fails during the replay, the stream ends and the client's reconnect resumes it.
 """
 
 from __future__ import annotations
@@ -9,9 +10,13 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 
+import structlog
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from libs.common.backoff import is_transient
 from libs.events import StoredEvent, encode
 from libs.events.ids import is_after
 from libs.readmodels import get_task
@@ -22,6 +27,8 @@ from services.gateway.hub import live_events
 from services.gateway.tasks_api import path_task_id
 
 __all__ = ["task_events"]
+
+log = structlog.get_logger(__name__)
 
 RETRY_MS = 2000
 _ENTRY_ID = re.compile(r"^\d+-\d+$")
@@ -50,7 +57,16 @@ async def event_frames(ctx: GatewayContext, task_id: int, after: str) -> AsyncIt
     subscription = ctx.hub.subscribe(task_id)  # before the replay, so nothing falls between
     try:
         # from the SQL archive for whatever Redis trimmed, then from the stream
-        for stored in await task_history(ctx.store, ctx.engine, task_id, after=after):
+        try:
+            history = await task_history(ctx.store, ctx.engine, task_id, after=after)
+        except (RedisError, DBAPIError) as exc:
+            if isinstance(exc, RedisError) and not is_transient(exc):
+                raise
+            # the response has started: end it; the client reconnects after `retry:` with
+            # Last-Event-ID, and the replay starts again from there
+            log.warning("sse.replay_interrupted", task_id=task_id, error=type(exc).__name__)
+            return
+        for stored in history:
             after = stored.stream_id
             yield sse_frame(stored)
         async for live in live_events(subscription, ctx.settings.sse_heartbeat_s):

@@ -30,6 +30,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 import structlog
+from redis.exceptions import RedisError
 
 from libs.commandside.claims import (
     LIVE_STATES,
@@ -51,6 +52,7 @@ from libs.events import (
     RetrievalDone,
     RetrievedChunk,
     RunAgent,
+    RunAlreadyEnded,
     RunCompleted,
     RunFailed,
     RunStarted,
@@ -58,7 +60,7 @@ from libs.events import (
 )
 from services.runner.agent import ask_model
 from services.runner.deps import RunDeps
-from services.runner.lease import LeaseLost, keep_lease, run_guarded
+from services.runner.lease import LeaseLost, is_transient_error, keep_lease, run_guarded
 from services.runner.metrics import RUNS_FINISHED
 from services.runner.reports import write_report
 from services.runner.retrieval import RetrievalFailed, retrieve
@@ -82,7 +84,14 @@ async def handle_run(command: RunAgent, deps: RunDeps) -> None:
         return
     claim = await get_claim(deps.engine, task_id)
     if claim is None or claim.run_id != run_id or claim.state not in LIVE_STATES:
-        log.info("run.skipped", reason="the task's claim belongs to another run or has ended")
+        if claim is None:
+            reason = "the task has no claim for this run"
+        elif claim.run_id != run_id:
+            reason = f"run {claim.run_id} claimed the task after this run's lease lapsed"
+        else:
+            reason = f"the run's claim ended ({claim.state}) before it could start"
+        log.info("run.skipped", reason=reason)
+        await _report_ended(command, deps, reason)  # it never got its outcome: it gets one
         return
 
     ttl_ms = deps.settings.lock_ttl_ms
@@ -145,7 +154,12 @@ async def _held_elsewhere(command: RunAgent, holder: Holder, deps: RunDeps) -> N
     claim = await get_claim(deps.engine, command.task_id)
     if claim is not None and claim.run_id == command.run_id and claim.state in LIVE_STATES:
         raise RunHeldElsewhere(f"run {holder.run_id} holds the task's lock for the moment")
-    reason = f"run {holder.run_id} holds the task's lock"
+    await _report_ended(command, deps, f"run {holder.run_id} holds the task's lock")
+
+
+async def _report_ended(command: RunAgent, deps: RunDeps, reason: str) -> None:
+    """Report a run that can never start again superseded, at the newest fence it took
+    (fenced: see `reports`)."""
     if await write_report(
         deps,
         command.task_id,
@@ -181,11 +195,7 @@ async def _run_under_lease(
         await _superseded(deps, lease, "the task lock was gone when the run tried to write")
         return
     except Exception as exc:
-        reason = (
-            f"retrieval failed: {exc}"
-            if isinstance(exc, RetrievalFailed)
-            else f"LLM call failed: {type(exc).__name__}: {exc}"
-        )
+        reason = _failure_reason(exc)
         log.warning("run.failed", reason=reason)
         failed = RunFailed(
             task_id=lease.task_id,
@@ -207,6 +217,14 @@ async def _run_under_lease(
     )
     await _finish(deps, lease, completed)
     log.info("run.completed", duration_s=round(duration, 3), answer_chars=len(answer))
+
+
+def _failure_reason(exc: Exception) -> str:
+    if isinstance(exc, RetrievalFailed):
+        return f"retrieval failed: {exc}"
+    if isinstance(exc, RedisError):
+        return f"the event store failed mid-run: {type(exc).__name__}: {exc}"
+    return f"LLM call failed: {type(exc).__name__}: {exc}"
 
 
 def _since(started: float) -> float:
@@ -239,10 +257,12 @@ async def _work(command: RunAgent, lease: Lease, deps: RunDeps) -> tuple[str, li
 
 async def _finish(deps: RunDeps, lease: Lease, outcome: RunCompleted | RunFailed) -> None:
     try:
-        await deps.store.append_outcome(outcome, lock_token=lease.token)
+        await _append_outcome(deps, lease, outcome)
     except LockNotHeld:
         await _superseded(deps, lease, "the task lock was gone before the result was written")
         return
+    except RunAlreadyEnded as ended:  # an earlier try of ours landed, its reply was lost
+        log.info("run.outcome_already_written", outcome=str(ended))
     state = ClaimState.DONE if isinstance(outcome, RunCompleted) else ClaimState.FAILED
     if not await finish_claim(deps.engine, lease.task_id, lease.fence, state):
         log.warning("run.claim_not_finished", reason="the claim's fence moved on")
@@ -254,6 +274,23 @@ async def _finish(deps: RunDeps, lease: Lease, outcome: RunCompleted | RunFailed
     finished = "completed" if state == ClaimState.DONE else "failed"
     await deps.stats.record(finished, outcome.duration_s)
     RUNS_FINISHED.labels(outcome=finished).inc()
+
+
+async def _append_outcome(deps: RunDeps, lease: Lease, outcome: RunCompleted | RunFailed) -> None:
+    """Append the outcome under the lease, retrying a transient Redis error for up to a lock
+    TTL (the append refuses a second terminal event, so a retry after a lost reply is safe).
+    Still failing, it raises: the command is delivered again and the run taken over."""
+    deadline = time.monotonic() + lease.ttl_ms / 1000
+    backoff = Backoff(base_s=0.05, cap_s=max(lease.ttl_ms / 10_000, 0.05), jitter=False)
+    while True:
+        try:
+            await deps.store.append_outcome(outcome, lock_token=lease.token)
+            return
+        except Exception as exc:
+            if not is_transient_error(exc) or time.monotonic() >= deadline:
+                raise
+            log.warning("run.outcome_retried", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(backoff.next_delay())
 
 
 async def _superseded(deps: RunDeps, lease: Lease, reason: str, *, lost: bool = True) -> None:

@@ -15,6 +15,7 @@ from libs.common.shutdown import stop_on_signals
 from libs.events import (
     RUNNERS_GROUP,
     ConsumerOptions,
+    EventDecodeError,
     EventStore,
     GroupConsumer,
     Keys,
@@ -48,7 +49,10 @@ def build_consumer(deps: RunDeps) -> GroupConsumer:
         """Fail the run the command was for, fenced (`reports`): at the newest fence the run
         took (the command's when none is recorded), only if no live holder of the run has the
         lock, so a run still going elsewhere is never failed under it."""
-        command = decode_command(fields["data"], RunAgent)
+        try:
+            command = decode_command(fields.get("data", ""), RunAgent)
+        except EventDecodeError:
+            return  # not a command at all: there is no run to fail, the dead letter says it all
 
         def failed(fence: int) -> list[RunFailed]:
             why = f"gave up after repeated failures: {reason}"

@@ -17,9 +17,10 @@ reporter still speaks for R at F, so a stale delivery can never end a live run:
    database: asked again shortly.
 
 Everything else is logged and dropped: R has ended, a newer holder of R speaks for it, or a live
-holder of R ("busy") will report for itself. A transient Redis or database error is retried for
-up to a lock TTL; a report that still cannot be written is logged and dropped, never raised (the
-run's claim lapses by itself).
+holder of R ("busy") will report for itself. A transient Redis or database error, or a lock that
+lapsed while the report was being written, is retried (from step 1) for up to a lock TTL; a report
+that still cannot be written raises `ReportNotWritten`, so the command stays pending and its next
+delivery decides again: a run never ends without its terminal event.
 """
 
 from __future__ import annotations
@@ -33,12 +34,13 @@ import structlog
 from libs.commandside.claims import LIVE_STATES, fail_claim_of_run, get_claim
 from libs.commandside.locks import ReportSlot
 from libs.common.backoff import Backoff
-from libs.events import LockNotHeld
+from libs.common.errors import RagpocError
+from libs.events import LockNotHeld, RunAlreadyEnded
 from libs.events.codec import AnyEvent
 from services.runner.deps import RunDeps
 from services.runner.lease import is_transient_error
 
-__all__ = ["write_report"]
+__all__ = ["ReportNotWritten", "write_report"]
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +49,12 @@ BuildReport = Callable[[int], Sequence[AnyEvent]]
 
 
 class _TryAgain(Exception):
-    """The report cannot be decided yet (another run's admission holds the lock)."""
+    """The report cannot be decided yet (another run's admission holds the lock), or the lock
+    it was being written under lapsed: decide again."""
+
+
+class ReportNotWritten(RagpocError):
+    """A report could not be written within a lock TTL (Redis or the database away)."""
 
 
 async def write_report(
@@ -84,10 +91,12 @@ async def write_report(
             if not (isinstance(exc, _TryAgain) or is_transient_error(exc)):
                 raise
             if time.monotonic() >= deadline:
-                log.error("run.report_abandoned", run_id=run_id, reason=str(exc))
+                log.error("run.report_deferred", run_id=run_id, reason=str(exc))
                 if token != own_token:  # seized, and not let go: it lapses within a TTL
                     await _let_go(deps, task_id, token)
-                return False
+                raise ReportNotWritten(
+                    f"the report on run {run_id} was not written: {exc}"
+                ) from exc
             await asyncio.sleep(backoff.next_delay())
 
 
@@ -112,8 +121,14 @@ async def _write(
         claim = await get_claim(deps.engine, task_id)
         if claim is not None and claim.run_id == run_id and claim.state in LIVE_STATES:
             raise _TryAgain(f"{slot.token} holds the lock while this run's claim stands")
-        for event in build(slot.fence):
-            await deps.store.append(event)
+        *events, final = build(slot.fence)
+        try:
+            for event in events:
+                await deps.store.append(event)
+            await deps.store.append_outcome(final, lock_token=None)
+        except RunAlreadyEnded:
+            log.info("run.report_dropped", run_id=run_id, why="the run has already ended")
+            return False
         return True
     if not slot.writable:
         log.warning("run.report_dropped", run_id=run_id, fence=slot.fence, why=_why(slot))
@@ -123,8 +138,11 @@ async def _write(
         for event in events:
             await deps.store.append(event, lock_token=slot.token)
         await deps.store.append_outcome(final, lock_token=slot.token)
-    except LockNotHeld:
-        log.warning("run.report_dropped", run_id=run_id, why="its lock lapsed while writing")
+    except LockNotHeld as exc:
+        raise _TryAgain("the lock lapsed while the report was being written") from exc
+    except RunAlreadyEnded:
+        log.info("run.report_dropped", run_id=run_id, why="the run has already ended")
+        await deps.locks.release_token(task_id, slot.token)
         return False
     if not await fail_claim_of_run(deps.engine, task_id, run_id, slot.fence):
         log.info("run.report_claim_kept", run_id=run_id, why="the claim had moved on")

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import httpx
 from tests.conftest import free_port
 from tests.eventually import eventually_sync
 
-__all__ = ["Cluster"]
+__all__ = ["Cluster", "stop_all", "wait_healthy"]
 
 
 @dataclass
@@ -51,39 +52,48 @@ class Cluster:
         for _ in range(count):
             port = free_port()
             started.append((self.start(service, **{port_variable: str(port)}), port))
-        return [self._wait_healthy(service, process, port) for process, port in started]
-
-    def _wait_healthy(self, service: str, process: subprocess.Popen[bytes], port: int) -> str:
-        url = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"{service} exited:\n{self.log_tail()}")
-            try:
-                return httpx.get(f"{url}/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        eventually_sync(
-            healthy,
-            within=60,
-            interval=0.1,
-            message=lambda: f"{service} did not answer /health:\n{self.log_tail()}",
-        )
-        return url
+        return [wait_healthy(service, p, port, self.log_tail) for p, port in started]
 
     def stop(self) -> None:
-        for _name, process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGCONT)
-                process.terminate()
-        for _name, process in self.processes:
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_all([process for _name, process in self.processes])
 
     def log_tail(self, chars: int = 4000) -> str:
         text = "\n".join(f"== {p.name}\n{p.read_text()[-chars:]}" for p in self.logs.glob("*.log"))
         return text[-chars * 3 :]
+
+
+def wait_healthy(
+    service: str, process: subprocess.Popen[bytes], port: int, log_tail: Callable[[], str]
+) -> str:
+    """The service's URL once its /health answers 200 (fails if it exits first)."""
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"{service} exited:\n{log_tail()}")
+        try:
+            return httpx.get(f"{url}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    eventually_sync(
+        healthy,
+        within=60,
+        interval=0.1,
+        message=lambda: f"{service} did not answer /health:\n{log_tail()}",
+    )
+    return url
+
+
+def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGCONT (a paused one cannot stop) and SIGTERM each; SIGKILL what is not gone in 5 s."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGCONT)
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

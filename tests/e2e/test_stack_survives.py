@@ -17,26 +17,9 @@ import redis
 
 from libs.events import Keys
 from tests.eventually import eventually_sync
-from tests.stackproc import UpProcess, alive, ragpoc_up
+from tests.stackproc import UpProcess, alive, children, ragpoc_up
 
 pytestmark = pytest.mark.e2e
-
-
-def children(pid: int) -> dict[int, str]:
-    """The direct children of `pid`: pid -> what it is ("runner", ..., "valkey")."""
-    try:
-        pids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except FileNotFoundError:
-        return {}
-    found = {}
-    for child in map(int, pids):
-        try:
-            argv = Path(f"/proc/{child}/cmdline").read_bytes().decode().split("\0")
-        except FileNotFoundError:
-            continue
-        if len(argv) >= 2:  # not a zombie (its command line is gone)
-            found[child] = "valkey" if "valkey-server" in argv[0] else argv[-2]
-    return found
 
 
 def pid_of(up: UpProcess, service: str) -> int:

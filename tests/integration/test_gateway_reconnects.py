@@ -126,3 +126,29 @@ async def test_an_entry_the_hub_cannot_decode_is_skipped(gateway: Gateway, keys:
     await gateway.store.append(RunRequested(task_id=2, run_id="r2", query="after it"))
     frames = await asyncio.wait_for(reader, 15)
     assert queries(frames) == ["task.created", "after it"]
+
+
+async def test_requests_while_redis_is_down_get_a_503_that_says_to_retry(
+    gateway: Gateway,
+) -> None:
+    gateway.valkey.stop()
+
+    for method, path, body in [
+        ("POST", "/api/tasks", {"title": "while Redis is away"}),
+        ("POST", "/run-agents", {"id": 1}),
+        ("GET", "/events/tasks/1", None),
+    ]:
+        reply = await gateway.client.request(method, path, json=body)
+        assert reply.status_code == 503, (path, reply.text)
+        error = reply.json()["error"]
+        assert error["dependency"] == "redis"
+        assert "retry shortly" in error["message"]
+        assert reply.headers["Retry-After"] == "1"
+
+    gateway.valkey.start(keep_data=True)
+    created = await eventually(
+        lambda: gateway.client.post("/api/tasks", json={"title": "Redis is back"}),
+        until=lambda reply: reply.status_code == 201,
+        within=15,
+    )
+    assert created.json()["title"] == "Redis is back"

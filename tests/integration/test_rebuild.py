@@ -4,7 +4,6 @@ after a workload with conflicts, failures and repeated runs."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -12,26 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from libs.common.database import create_engine
 from libs.events import Keys
 from libs.readmodels.rebuild import rebuild_from_archive
-from libs.readmodels.schema import activity, event_archive, projector_positions, runs, tasks
+from libs.readmodels.schema import event_archive
 from tests.eventually import eventually
 from tests.integration.inprocess import InProcessStack, in_process_stack
-
-
-async def snapshot(engine: AsyncEngine) -> dict[str, list[dict[str, Any]]]:
-    tables = {
-        "tasks": (tasks, tasks.c.id),
-        "runs": (runs, runs.c.run_id),
-        "activity": (activity, activity.c.entry_id),
-        "positions": (projector_positions, projector_positions.c.partition),
-    }
-    result: dict[str, list[dict[str, Any]]] = {}
-    async with engine.connect() as conn:
-        for name, (table, order) in tables.items():
-            rows = (await conn.execute(sa.select(table).order_by(order))).mappings().all()
-            result[name] = [
-                {k: v for k, v in row.items() if k != "id" or name != "activity"} for row in rows
-            ]
-    return result
+from tests.readmodel_snapshot import snapshot
 
 
 async def workload(stack: InProcessStack) -> None:
