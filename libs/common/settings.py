@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import Annotated, ClassVar, Self
 
 import msgspec
 
@@ -104,6 +104,8 @@ class Settings(EnvSettings, frozen=True, kw_only=True):
     consumer_block_ms: int = 1000
     consumer_min_idle_ms: int = 60_000  # at least 1.5 x lock_ttl_ms: see check_lease_timing
     consumer_max_deliveries: int = 5
+    consumer_drain_s: float = 30.0
+    runner_concurrency: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 32
     max_body_bytes: int = 1_048_576
     sse_heartbeat_s: float = 15.0
     idempotency_ttl_s: int = 86_400
@@ -185,6 +187,14 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "RAGPOC_CONSUMER_MAX_DELIVERIES": (
         "consumer_max_deliveries",
         "deliveries after which an entry is dead-lettered",
+    ),
+    "RAGPOC_CONSUMER_DRAIN_S": (
+        "consumer_drain_s",
+        "on stop, how long entries in hand may take to finish before they are left pending",
+    ),
+    "RAGPOC_RUNNER_CONCURRENCY": (
+        "runner_concurrency",
+        "runs one runner process executes at once (they wait on the LLM, not the CPU)",
     ),
     "RAGPOC_MAX_BODY_BYTES": ("max_body_bytes", "largest accepted HTTP request body"),
     "RAGPOC_SSE_HEARTBEAT_S": (

@@ -2,12 +2,14 @@
 
 - creates its group idempotently (`XGROUP CREATE … MKSTREAM`, swallowing only BUSYGROUP);
 - acks an entry only after its handler returned (at-least-once; handlers are idempotent);
+- handles up to `concurrency` entries at once, each in its own task, and reads only as many as
+  it has free slots (`libs.events.inhand`); on stop it reads no more and lets the entries in
+  hand finish for up to `drain_s`, leaving what is still running pending for another member;
 - keeps the claim on the entry in hand fresh while the handler works, so `XAUTOCLAIM` by another
   member never hands a live entry to a second consumer while its handler still works;
 - reclaims entries left pending by a dead consumer once idle longer than `min_idle_ms`;
 - moves an entry delivered more than `max_deliveries` times to a dead-letter stream with the
   last error as its reason;
-- on stop, finishes the entry in hand and returns;
 - rides out Redis going away (restart, failover, network blip, CLIENT KILL): a transient Redis
   error is retried with capped, jittered backoff (`libs.common.backoff`), logged once per
   outage, and never ends the loop. After it, the consumer first re-reads its own pending entries
@@ -23,7 +25,6 @@ import asyncio
 import os
 import socket
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import cast
@@ -33,7 +34,8 @@ import structlog
 from redis.exceptions import RedisError
 
 from libs.common.backoff import Backoff, FailureStreak, is_nogroup, is_transient, pause
-from libs.common.settings import Settings
+from libs.events.consumer_options import ConsumerOptions, consumer_name
+from libs.events.inhand import InHand
 from libs.events.names import Keys
 from libs.events.redis_typing import awaitable
 from libs.events.store import Entries
@@ -56,27 +58,6 @@ return 0
 """
 
 
-def consumer_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerOptions:
-    block_ms: int = 1000
-    min_idle_ms: int = 30_000
-    max_deliveries: int = 5
-    count: int = 1
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ConsumerOptions:
-        """The RAGPOC_CONSUMER_* settings."""
-        return cls(
-            block_ms=settings.consumer_block_ms,
-            min_idle_ms=settings.consumer_min_idle_ms,
-            max_deliveries=settings.consumer_max_deliveries,
-        )
-
-
 @dataclass
 class GroupConsumer:
     redis: aioredis.Redis
@@ -90,7 +71,7 @@ class GroupConsumer:
     # optional heartbeat into the worker registry (`GET /api/jobs`); `service` defaults to group
     registry: WorkerRegistry | None = None
     service: str = ""
-    current_entry: str | None = field(default=None, init=False)
+    in_hand: InHand = field(init=False)
     # what the next step does first: create the group (at start, after NOGROUP), re-read this
     # consumer's own pending entries (at start, after a Redis error)
     _group_ready: bool = field(default=False, init=False, repr=False)
@@ -99,6 +80,7 @@ class GroupConsumer:
 
     def __post_init__(self) -> None:
         self._touch = self.redis.register_script(_TOUCH_IF_OWNED)
+        self.in_hand = InHand(self.options.concurrency)
 
     async def ensure_group(self) -> None:
         try:
@@ -122,9 +104,10 @@ class GroupConsumer:
                 host=socket.gethostname(),
                 pid=os.getpid(),
                 started_at=time.time(),
+                slots=self.options.concurrency,
             )
             beat = asyncio.create_task(
-                heartbeat_until(self.registry, me, lambda: self.current_entry, beating)
+                heartbeat_until(self.registry, me, lambda: self.in_hand.ids, beating)
             )
         backoff = Backoff()
         streak = FailureStreak(
@@ -151,7 +134,8 @@ class GroupConsumer:
                     backoff.reset()
                 if burst and handled == 0:
                     break
-        finally:
+        finally:  # stopped: the entries in hand may finish; cancelled: they stop too
+            await self.in_hand.drain(self.options.drain_s if stop.is_set() else 0)
             if beat is not None:
                 beating.set()
                 await beat  # ends by itself once `beating` is set: no cancel(), see _keep_claim
@@ -163,28 +147,40 @@ class GroupConsumer:
         stop = self._stop = stop or asyncio.Event()
         if not self._group_ready:
             await self.ensure_group()
+        await self.in_hand.wait_for_slot(stop)
         done = 0
-        if self._own_unchecked:
+        if self._own_unchecked and not stop.is_set():
             done = await self._own_pending(stop)
             self._own_unchecked = False
-        if not stop.is_set():
+        if not stop.is_set() and self.in_hand.free:
             done += await self._reclaim(stop)
-        if stop.is_set():
+        if stop.is_set() or not self.in_hand.free:
             return done
         reply = await self.redis.xreadgroup(
             self.group,
             self.name,
             {self.stream: ">"},
-            count=self.options.count,
+            count=self.in_hand.free,  # no more than it can start: the rest is for other members
             block=self.options.block_ms if block and done == 0 else None,
         )
         for _stream, entries in cast(list[tuple[str, Entries]], reply or []):
             for entry_id, fields in entries:
-                await self._handle(entry_id, fields)
+                await self._dispatch(entry_id, fields)
                 done += 1
                 if stop.is_set():
                     return done
         return done
+
+    async def _dispatch(self, entry_id: str, fields: dict[str, str]) -> None:
+        """Start handling the entry once a slot is free; with one slot, handle it to the end."""
+        await self.in_hand.wait_for_slot(asyncio.Event())
+        task = self.in_hand.start(entry_id, self._handle(entry_id, fields))
+        if self.options.concurrency == 1:
+            try:
+                await task
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
 
     async def _reclaim(self, stop: asyncio.Event) -> int:
         reply = await self.redis.xautoclaim(
@@ -193,14 +189,14 @@ class GroupConsumer:
             self.name,
             min_idle_time=self.options.min_idle_ms,
             start_id="0-0",
-            count=self.options.count,
+            count=max(self.in_hand.free, 1),
         )
         _cursor, entries, deleted = cast(tuple[str, Entries, list[str]], reply)
         for entry_id in deleted:
             log.warning("consumer.entry_trimmed", stream=self.stream, entry_id=entry_id)
         done = 0
         for entry_id, fields in entries:
-            if fields is None:  # deleted between claim and read
+            if fields is None or entry_id in self.in_hand:  # deleted meanwhile, or ours already
                 continue
             await self._redeliver(entry_id, fields, "consumer.reclaimed")
             done += 1
@@ -214,13 +210,15 @@ class GroupConsumer:
         done, after = 0, "0"
         while not stop.is_set():
             reply = await self.redis.xreadgroup(
-                self.group, self.name, {self.stream: after}, count=self.options.count
+                self.group, self.name, {self.stream: after}, count=max(self.in_hand.free, 1)
             )
             entries = [e for _s, got in cast(list[tuple[str, Entries]], reply or []) for e in got]
             if not entries:
                 break
             for entry_id, fields in entries:
                 after = entry_id
+                if entry_id in self.in_hand:  # pending because it is being handled right now
+                    continue
                 if not fields:  # trimmed or deleted while pending: nothing left to do
                     log.warning("consumer.entry_trimmed", stream=self.stream, entry_id=entry_id)
                     await self.redis.xack(self.stream, self.group, entry_id)
@@ -238,7 +236,7 @@ class GroupConsumer:
             await self._dead_letter(entry_id, fields, deliveries)
         else:
             log.info(event, entry_id=entry_id, deliveries=deliveries)
-            await self._handle(entry_id, fields)
+            await self._dispatch(entry_id, fields)
 
     async def _deliveries(self, entry_id: str) -> int:
         pending = await self.redis.xpending_range(
@@ -247,7 +245,6 @@ class GroupConsumer:
         return int(pending[0]["times_delivered"]) if pending else 0
 
     async def _handle(self, entry_id: str, fields: dict[str, str]) -> None:
-        self.current_entry = entry_id
         handled = asyncio.Event()
         keep_claim = asyncio.create_task(self._keep_claim(entry_id, handled))
         try:
@@ -263,7 +260,6 @@ class GroupConsumer:
         finally:
             handled.set()
             await keep_claim  # ends by itself once `handled` is set: no cancel(), see below
-            self.current_entry = None
         await self._ack(entry_id)
 
     async def _ack(self, entry_id: str) -> None:

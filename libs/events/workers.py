@@ -22,6 +22,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from libs.common.backoff import FailureStreak, pause
+from libs.events.ids import entry_key
 from libs.events.redis_typing import awaitable
 
 __all__ = [
@@ -45,7 +46,9 @@ class WorkerInfo(msgspec.Struct, frozen=True, kw_only=True):
     host: str
     pid: int
     started_at: float
-    current_entry: str | None = None
+    current_entry: str | None = None  # the oldest entry in hand
+    entries_in_hand: int = 0
+    slots: int = 1  # how many entries it handles at once
     seen_at: float = 0.0
     interval_s: float = 2.0  # the writer's heartbeat interval: readers judge staleness by it
 
@@ -107,16 +110,22 @@ class WorkerRegistry:
 async def heartbeat_until(
     registry: WorkerRegistry,
     info: WorkerInfo,
-    current_entry: Callable[[], str | None],
+    in_hand: Callable[[], list[str]],
     done: asyncio.Event,
 ) -> None:
-    """Publish `info` (with the entry in hand now) every `registry.interval_s` until `done` is
-    set, then remove its record. While Redis is away the beats fail, logged once per outage;
+    """Publish `info` (with the entries in hand now) every `registry.interval_s` until `done`
+    is set, then remove its record. While Redis is away the beats fail, logged once per outage;
     the first beat after it publishes the worker again."""
     streak = FailureStreak(log, "consumer.heartbeat_failed", "consumer.heartbeat_recovered")
     while not done.is_set():
         try:
-            await registry.heartbeat(msgspec.structs.replace(info, current_entry=current_entry()))
+            entries = in_hand()
+            beat = msgspec.structs.replace(
+                info,
+                current_entry=min(entries, key=entry_key) if entries else None,
+                entries_in_hand=len(entries),
+            )
+            await registry.heartbeat(beat)
         except RedisError as exc:
             streak.failed(exc, registry.interval_s)
         else:

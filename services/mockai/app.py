@@ -23,6 +23,23 @@ Fault injection for testing callers, by a marker in the last user message (or th
 The default embedding size is 256; ``MOCKAI_EMBEDDING_DIMS`` (:class:`MockaiSettings`, read by
 :func:`create_app` unless settings are given) overrides it, and a request's ``dimensions``
 overrides both.
+
+Latency, like a hosted API's (:mod:`services.mockai.latency`; all zero by default, answering
+at once):
+
+* ``MOCKAI_TTFT_MS``: time to the first token of a chat or text completion. A stream sends its
+  chat role chunk at once, then waits this long before the first content chunk.
+* ``MOCKAI_TOKENS_PER_S``: after the first token, one token every 1/rate seconds (0: no
+  pacing). A non-streamed completion of N tokens waits TTFT + (N - 1)/rate, then answers;
+  with several choices, N counts the tokens of all of them, as a stream sends them in turn.
+* ``MOCKAI_EMBED_MS``: the time of one ``/v1/embeddings`` request, whatever its size.
+* ``MOCKAI_PROFILE``: defaults for the three above, each explicit variable winning over it:
+  ``hosted-small`` (400 ms, 80 tokens/s, 30 ms) or ``instant`` (all zero).
+
+A request overrides them with headers: ``X-Mockai-Profile`` replaces the server's latency with
+a profile's, then ``X-Mockai-TTFT-Ms``, ``X-Mockai-Tokens-Per-S`` and ``X-Mockai-Embed-Ms`` set
+one part each; a malformed one is a 400 naming the header. Errors (400s, ``[[mockai:fail]]``)
+are answered at once; ``[[mockai:fail-midstream]]`` aborts after its chunks, paced as usual.
 """
 
 from __future__ import annotations
@@ -36,7 +53,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from services.mockai import payloads, replies, schemas
+from services.mockai import latency, payloads, replies, schemas
 from services.mockai.embeddings import embed_text, embed_token_ids, to_base64
 from services.mockai.errors import OpenAIError, server_error
 from services.mockai.settings import MockaiSettings
@@ -67,6 +84,7 @@ def create_app(settings: MockaiSettings | None = None) -> Starlette:
         },
     )
     app.state.embedding_dims = settings.embedding_dims
+    app.state.latency = settings.latency
     return app
 
 
@@ -75,6 +93,7 @@ async def health(request: Request) -> Response:
 
 
 async def chat_completions(request: Request) -> Response:
+    pace = _request_latency(request)
     body = schemas.decode_body(await _read_body(request), schemas.ChatCompletionRequest)
     turns = [replies.Turn(role, text) for role, text in schemas.chat_messages(body)]
     fault = replies.conversation_fault(turns)
@@ -89,12 +108,14 @@ async def chat_completions(request: Request) -> Response:
     meta = payloads.ResponseMeta.new("chatcmpl", body.model)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        plan = StreamPlan(meta, choices, usage, include_usage, fault == "fail-midstream")
+        plan = StreamPlan(meta, choices, usage, include_usage, fault == "fail-midstream", pace)
         return _event_stream(chat_stream(plan))
+    await latency.sleep(pace.generation_s(usage.completion_tokens))
     return _json(payloads.chat_completion(meta, ["".join(tokens)] * len(choices), finish, usage))
 
 
 async def completions(request: Request) -> Response:
+    pace = _request_latency(request)
     body = schemas.decode_body(await _read_body(request), schemas.CompletionRequest)
     prompts = [
         item if isinstance(item, str) else " ".join(map(str, item))
@@ -113,14 +134,16 @@ async def completions(request: Request) -> Response:
     meta = payloads.ResponseMeta.new("cmpl", body.model)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        plan = StreamPlan(meta, choices, usage, include_usage, "fail-midstream" in faults)
+        plan = StreamPlan(meta, choices, usage, include_usage, "fail-midstream" in faults, pace)
         return _event_stream(completion_stream(plan))
+    await latency.sleep(pace.generation_s(usage.completion_tokens))
     texts = ["".join(choice.tokens) for choice in choices]
     finishes = [choice.finish_reason for choice in choices]
     return _json(payloads.text_completion(meta, texts, finishes, usage))
 
 
 async def embeddings(request: Request) -> Response:
+    pace = _request_latency(request)
     body = schemas.decode_body(await _read_body(request), schemas.EmbeddingRequest)
     dims: int = body.dimensions or request.app.state.embedding_dims
     vectors: list[list[float]] = []
@@ -137,6 +160,7 @@ async def embeddings(request: Request) -> Response:
         if body.encoding_format == "base64"
         else list(vectors)
     )
+    await latency.sleep(pace.embed_s)
     return _json(payloads.embedding_list(body.model, encoded, payloads.Usage(prompt_tokens)))
 
 
@@ -166,6 +190,12 @@ async def handle_error(request: Request, exc: Exception) -> Response:
     else:
         error = server_error("The server had an error while processing your request.")
     return _json(error.payload(), status_code=error.status_code)
+
+
+def _request_latency(request: Request) -> latency.Latency:
+    """The server's latency with this request's ``X-Mockai-*`` headers over it."""
+    server: latency.Latency = request.app.state.latency
+    return latency.for_request(server, request.headers)
 
 
 async def _read_body(request: Request) -> bytes:

@@ -4,6 +4,11 @@ A stream sends, for each choice, a first chunk (chat only: delta ``{"role": "ass
 one chunk per token, and a last chunk with the finish reason; then, when asked for with
 ``stream_options.include_usage``, a chunk with the usage; then ``data: [DONE]``.
 
+The plan's :class:`~services.mockai.latency.Latency` paces the token chunks (a
+:class:`~services.mockai.latency.Pacer`): the time to first token passes before the first token
+chunk, one token gap before each next one. A chat stream's role chunk goes at once, before
+that wait, as hosted APIs send it: a caller sees the response start, then the model think.
+
 With ``fail_midstream`` the stream sends the first chunk and
 :data:`MIDSTREAM_CONTENT_CHUNKS` token chunks, then raises :class:`InjectedStreamFault`, so
 the server closes the connection without a finish chunk or ``[DONE]``.
@@ -15,6 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from libs.common.errors import RagpocError
+from services.mockai.latency import INSTANT, Latency, Pacer
 from services.mockai.payloads import (
     SSE_DONE,
     ResponseMeta,
@@ -45,6 +51,7 @@ class StreamPlan:
     usage: Usage
     include_usage: bool = False
     fail_midstream: bool = False
+    latency: Latency = INSTANT
 
     def tokens_to_send(self, choice: ChoiceTokens) -> Sequence[str]:
         if self.fail_midstream:
@@ -56,13 +63,15 @@ class StreamPlan:
 
 
 async def chat_stream(plan: StreamPlan) -> AsyncIterator[bytes]:
-    meta, with_usage = plan.meta, plan.include_usage
+    meta, with_usage, pacer = plan.meta, plan.include_usage, Pacer(plan.latency)
     for index, choice in enumerate(plan.choices):
         yield sse_event(chat_chunk(meta, index, {"role": "assistant"}, include_usage=with_usage))
         for token in plan.tokens_to_send(choice):
+            await pacer.before_token()
             yield sse_event(chat_chunk(meta, index, {"content": token}, include_usage=with_usage))
         if plan.fail_midstream:
             raise plan.abort()
+        await pacer.before_finish()
         yield sse_event(chat_chunk(meta, index, {}, choice.finish_reason, include_usage=with_usage))
     if with_usage:
         yield sse_event(usage_chunk(meta, "chat.completion.chunk", plan.usage))
@@ -70,12 +79,14 @@ async def chat_stream(plan: StreamPlan) -> AsyncIterator[bytes]:
 
 
 async def completion_stream(plan: StreamPlan) -> AsyncIterator[bytes]:
-    meta, with_usage = plan.meta, plan.include_usage
+    meta, with_usage, pacer = plan.meta, plan.include_usage, Pacer(plan.latency)
     for index, choice in enumerate(plan.choices):
         for token in plan.tokens_to_send(choice):
+            await pacer.before_token()
             yield sse_event(text_completion_chunk(meta, index, token, include_usage=with_usage))
         if plan.fail_midstream:
             raise plan.abort()
+        await pacer.before_finish()
         yield sse_event(
             text_completion_chunk(meta, index, "", choice.finish_reason, include_usage=with_usage)
         )

@@ -82,7 +82,7 @@ def build_consumer(deps: RunDeps) -> GroupConsumer:
         stream=deps.store.keys.run_commands,
         group=RUNNERS_GROUP,
         handler=handle,
-        options=ConsumerOptions.from_settings(settings),
+        options=ConsumerOptions.from_settings(settings, concurrency=settings.runner_concurrency),
         name=deps.worker,
         on_dead_letter=dead_lettered,
         registry=WorkerRegistry(deps.store.redis, deps.store.keys.namespace),

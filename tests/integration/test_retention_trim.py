@@ -81,7 +81,7 @@ async def test_pending_commands_survive_a_trim_and_stay_claimable(
         stream,
         RUNNERS_GROUP,
         handler,
-        ConsumerOptions(block_ms=10, min_idle_ms=0, count=1),
+        ConsumerOptions(block_ms=10, min_idle_ms=0),
         name="rescuer",
     )
     await rescuer.process_once(block=False)
