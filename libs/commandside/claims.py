@@ -29,10 +29,12 @@ __all__ = [
     "LIVE_STATES",
     "Claim",
     "ClaimState",
+    "abandon_claim",
     "cancel_queued_claim",
     "claim_task",
     "database_now",
     "db_epoch",
+    "expired_queued_claims",
     "fail_claim_of_run",
     "finish_claim",
     "get_claim",
@@ -97,6 +99,20 @@ async def queued_claims(engine: AsyncEngine, *, limit: int) -> list[Claim]:
         sa.select(run_claims)
         .where(run_claims.c.state == ClaimState.QUEUED)
         .order_by(run_claims.c.updated_at)
+        .limit(limit)
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).mappings().all()
+    return [_claim(row) for row in rows]
+
+
+async def expired_queued_claims(engine: AsyncEngine, *, limit: int) -> list[Claim]:
+    """Claims of runs queued longer than their queue timeout and never started: abandoned
+    (their admission was cut short, or no runner came in time), oldest first."""
+    query = (
+        sa.select(run_claims)
+        .where(run_claims.c.state == ClaimState.QUEUED, run_claims.c.expires_at < db_epoch(engine))
+        .order_by(run_claims.c.expires_at)
         .limit(limit)
     )
     async with engine.connect() as conn:
@@ -174,6 +190,10 @@ async def start_claim(
         run_claims.c.run_id == run_id,
         run_claims.c.fence <= fence,
         run_claims.c.state.in_(LIVE_STATES),
+        # a queued claim past its queue timeout is abandoned: the reaper ends its run
+        sa.or_(
+            run_claims.c.state == ClaimState.RUNNING, run_claims.c.expires_at >= db_epoch(engine)
+        ),
     ]
     expires_at = db_epoch(engine) + ttl_s
     return await _update_one(
@@ -200,6 +220,18 @@ async def cancel_queued_claim(engine: AsyncEngine, task_id: int, run_id: str, fe
         run_claims.c.run_id == run_id,
         run_claims.c.fence == fence,
         run_claims.c.state == ClaimState.QUEUED,
+    ]
+    return await _update_one(engine, task_id, conditions, state=ClaimState.FAILED)
+
+
+async def abandon_claim(engine: AsyncEngine, task_id: int, run_id: str, fence: int) -> bool:
+    """The reaper's step: the claim goes to "failed" only while it is still this run's, at this
+    fence, queued and past its queue timeout (a runner that starts it first wins)."""
+    conditions = [
+        run_claims.c.run_id == run_id,
+        run_claims.c.fence == fence,
+        run_claims.c.state == ClaimState.QUEUED,
+        run_claims.c.expires_at < db_epoch(engine),
     ]
     return await _update_one(engine, task_id, conditions, state=ClaimState.FAILED)
 

@@ -53,6 +53,12 @@ class Keys:
         """Hash of run outcome counters and duration buckets (all runners)."""
         return f"{self.namespace}:stats:runs"
 
+    @property
+    def projected(self) -> str:
+        """Hash partition -> the projector's position, and the pub/sub channel announcing it
+        ("p=entry_id ..."), so gateways know read-your-writes without polling SQL."""
+        return f"{self.namespace}:projected"
+
     # ids
     @property
     def task_sequence(self) -> str:

@@ -25,6 +25,7 @@ from services.gateway.ingest_api import ingest, search
 from services.gateway.jobs_api import jobs
 from services.gateway.locks_api import read_task_locks
 from services.gateway.metrics import metrics_endpoint
+from services.gateway.projection_watch import ProjectionWatch
 from services.gateway.runs_api import run_agents
 from services.gateway.sse import task_events
 from services.gateway.sse_all import all_events
@@ -72,14 +73,17 @@ def create_app(settings: Settings) -> Starlette:
             engine=engine,
             follower=EventStore(follower_redis, keys),
             hub=hub,
+            projection=ProjectionWatch(redis, engine, keys),
         )
         await hub.start()
+        ctx.projection.start()
         await ctx.durability.probe()  # says once, at start, whether a 202 waits for the disk
         try:
             yield {"ctx": ctx}
         finally:
             await finish_undos()  # admissions cut short by the stop, before their clients close
             await hub.stop()
+            await ctx.projection.stop()
             await redis.aclose()
             await follower_redis.aclose()
             await engine.dispose()

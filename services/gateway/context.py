@@ -18,9 +18,8 @@ from libs.commandside.locks import TaskLocks
 from libs.common import Settings
 from libs.common.errors import RagpocError
 from libs.events import Appended, EventStore, Keys
-from libs.events.ids import is_after
-from libs.readmodels import projected_position
 from services.gateway.hub import EventHub
+from services.gateway.projection_watch import ProjectionWatch
 
 __all__ = ["DurableAccept", "GatewayContext", "NotDurable", "context_of"]
 
@@ -119,6 +118,7 @@ class GatewayContext:
     # never exhaust the pool that API requests wait on.
     follower: EventStore
     hub: EventHub
+    projection: ProjectionWatch
 
     @cached_property
     def idempotency(self) -> IdempotencyKeys:
@@ -131,17 +131,7 @@ class GatewayContext:
     async def wait_projected(self, appended: Appended, bound_s: float = 3.0) -> bool:
         """Wait until the projector has passed `appended`, so the caller reads its own write.
         Returns False when the bound passed first (the write is safe in the log either way)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + bound_s
-        delay = 0.005
-        while True:
-            position = await projected_position(self.engine, appended.partition)
-            if position is not None and not is_after(appended.log_id, position):
-                return True
-            if loop.time() >= deadline:
-                return False
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
+        return await self.projection.wait(appended, bound_s)
 
 
 def context_of(request: Request) -> GatewayContext:

@@ -23,6 +23,7 @@ from typing import cast
 
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import RedisError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -84,6 +85,7 @@ class Projector:
         }
         reply = await self.redis.xread(wanted, count=500, block=block_ms)  # type: ignore[arg-type]
         settled = 0
+        moved: dict[int, str] = {}
         for log_key, entries in cast(list[tuple[str, Entries]], reply or []):
             partition = self._partition_of_log[log_key]
             try:
@@ -99,6 +101,7 @@ class Projector:
             self._stale = False
             if done.position is not None:
                 self.positions[partition] = done.position
+                moved[partition] = done.position
             settled += done.applied + len(done.parked)
             for parked in done.parked:
                 log.error(
@@ -109,7 +112,21 @@ class Projector:
                     type=parked.type,
                     reason=parked.reason,
                 )
+        if moved:
+            await self._announce(moved)
         return settled
+
+    async def _announce(self, moved: dict[int, str]) -> None:
+        """Record and publish the positions this step committed, for the gateways'
+        read-your-writes (`services/gateway/projection_watch.py`). Best effort: a gateway that
+        misses it asks SQL, where the positions are committed already."""
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hset(self.keys.projected, mapping=moved)
+                pipe.publish(self.keys.projected, " ".join(f"{p}={i}" for p, i in moved.items()))
+                await pipe.execute()
+        except RedisError as exc:
+            log.info("projector.announce_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def catch_up(self) -> int:
         """Project everything in the logs now, then return (burst mode, for tests and tools)."""

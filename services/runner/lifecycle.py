@@ -116,7 +116,8 @@ async def handle_run(command: RunAgent, deps: RunDeps) -> None:
         )
         await deps.store.append(acquired, lock_token=lease.token)
     if not await start_claim(deps.engine, task_id, run_id, lease.fence, ttl_ms / 1000):
-        await _superseded(deps, lease, "another run claimed the task", lost=False)
+        reason = "its claim was taken by another run, or abandoned past the queue timeout"
+        await _superseded(deps, lease, reason, lost=False)
         return
     await _run_under_lease(command, lease, deps, confirmed_at=sent)
 

@@ -29,6 +29,7 @@ from libs.events.stats import RunStats
 from libs.events.workers import WorkerRegistry
 from services.runner.lifecycle import RunDeps, handle_run
 from services.runner.metrics import RUNS_FINISHED, RUNS_IN_PROGRESS, serve_metrics
+from services.runner.reaper import reap_until
 from services.runner.reports import write_report
 
 __all__ = ["build_consumer", "serve"]
@@ -114,7 +115,9 @@ async def serve(settings: Settings) -> None:
     )
     stop = stop_on_signals()
     try:
-        await build_consumer(deps).run(stop)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(reap_until(deps, stop), name="reaper")
+            await build_consumer(deps).run(stop)
     finally:
         await llm.close()
         await http.aclose()

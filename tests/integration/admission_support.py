@@ -28,6 +28,7 @@ from libs.events import EventStore, Keys, connect_redis
 from services.gateway.app import create_app
 from services.gateway.context import GatewayContext
 from services.gateway.hub import EventHub
+from services.gateway.projection_watch import ProjectionWatch
 from services.projector.main import Projector
 from tests.eventually import eventually
 from tests.integration.inprocess import stack_settings
@@ -72,6 +73,7 @@ class GatewayStack:
             engine=self.engine,
             follower=self.store,
             hub=EventHub(self.store),
+            projection=ProjectionWatch(self.redis, self.engine, self.keys),
         )
 
 

@@ -124,6 +124,7 @@ async def test_the_lock_layer_refuses_when_the_lock_was_taken_after_the_precheck
 ) -> None:
     from services.gateway.context import GatewayContext
     from services.gateway.hub import EventHub
+    from services.gateway.projection_watch import ProjectionWatch
 
     task_id = await stack.new_task()
     locks = TaskLocks(stack.store.redis, keys)
@@ -139,6 +140,7 @@ async def test_the_lock_layer_refuses_when_the_lock_was_taken_after_the_precheck
         engine=engine,
         follower=stack.store,
         hub=EventHub(stack.store),
+        projection=ProjectionWatch(stack.store.redis, engine, keys),
     )
     try:
         outcome = await admit_run(ctx, task_id, "late-run")
