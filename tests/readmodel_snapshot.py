@@ -13,6 +13,7 @@ __all__ = ["snapshot"]
 
 
 async def snapshot(engine: AsyncEngine) -> dict[str, list[dict[str, Any]]]:
+    """Every read-model row (activity without its serial id), in a stable order."""
     tables = {  # each ordered by its natural key (an entry id is unique within its task)
         "tasks": (tasks, [tasks.c.id]),
         "runs": (runs, [runs.c.run_id]),

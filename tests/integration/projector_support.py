@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from libs.readmodels.schema import activity, event_archive, projector_positions, runs, tasks
+from libs.readmodels.schema import event_archive
 
 
 class LogLines:
@@ -56,24 +56,6 @@ async def accept_poisoned_titles(engine: AsyncEngine) -> None:
         ddl = "DROP TRIGGER no_poison"
     async with engine.begin() as conn:
         await conn.execute(sa.text(ddl))
-
-
-async def snapshot(engine: AsyncEngine) -> dict[str, list[dict[str, Any]]]:
-    """Every read-model row (activity without its serial id), in a stable order."""
-    tables = {
-        "tasks": (tasks, (tasks.c.id,)),
-        "runs": (runs, (runs.c.run_id,)),
-        "activity": (activity, (activity.c.task_id, activity.c.entry_id)),  # ids tie across tasks
-        "positions": (projector_positions, (projector_positions.c.partition,)),
-    }
-    result: dict[str, list[dict[str, Any]]] = {}
-    async with engine.connect() as conn:
-        for name, (table, order) in tables.items():
-            rows = (await conn.execute(sa.select(table).order_by(*order))).mappings().all()
-            result[name] = [
-                {k: v for k, v in row.items() if k != "id" or name != "activity"} for row in rows
-            ]
-    return result
 
 
 async def archived_ids(engine: AsyncEngine) -> list[tuple[int, str]]:

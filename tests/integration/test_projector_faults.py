@@ -40,8 +40,8 @@ from tests.integration.projector_support import (
     archived_ids,
     on_postgres,
     refuse_poisoned_titles,
-    snapshot,
 )
+from tests.readmodel_snapshot import snapshot
 from tests.redisclock import until_redis_clock_passes
 
 
