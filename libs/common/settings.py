@@ -106,6 +106,7 @@ class Settings(EnvSettings, frozen=True, kw_only=True):
     consumer_max_deliveries: int = 5
     consumer_drain_s: float = 30.0
     runner_concurrency: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 32
+    delta_interval_ms: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 50
     max_body_bytes: int = 1_048_576
     sse_heartbeat_s: float = 15.0
     idempotency_ttl_s: int = 86_400
@@ -195,6 +196,11 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "RAGPOC_RUNNER_CONCURRENCY": (
         "runner_concurrency",
         "runs one runner process executes at once (they wait on the LLM, not the CPU)",
+    ),
+    "RAGPOC_DELTA_INTERVAL_MS": (
+        "delta_interval_ms",
+        "least time between two streamed answer events of a run (the first goes at once; "
+        "0: one event per token)",
     ),
     "RAGPOC_MAX_BODY_BYTES": ("max_body_bytes", "largest accepted HTTP request body"),
     "RAGPOC_SSE_HEARTBEAT_S": (

@@ -1,6 +1,6 @@
 """The agent itself: retrieve context, then ask the chat model the run's question with it,
 streaming the answer as events appended under the run's lock (a run that lost its lock cannot
-append)."""
+append), coalesced by `deltas.stream_deltas`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from openai import AsyncOpenAI
 
 from libs.commandside.locks import Lease
 from libs.common import Settings
-from libs.events import EventStore, LlmDelta, RetrievedChunk, RunAgent
+from libs.events import EventStore, RetrievedChunk, RunAgent
+from services.runner.deltas import stream_deltas
 
 __all__ = ["SYSTEM_PROMPT", "ask_model", "build_prompt"]
 
@@ -44,17 +45,5 @@ async def ask_model(
         ],
         stream=True,
     )
-    parts: list[str] = []
-    async for chunk in stream:
-        text = chunk.choices[0].delta.content if chunk.choices else None
-        if text:
-            delta = LlmDelta(
-                task_id=command.task_id,
-                run_id=command.run_id,
-                fence=lease.fence,
-                index=len(parts),
-                text=text,
-            )
-            await store.append(delta, lock_token=lease.token)
-            parts.append(text)
-    return "".join(parts)
+    pieces = (chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices)
+    return await stream_deltas(pieces, command, lease, store, settings.delta_interval_ms / 1000)
