@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from libs.commandside.schema import run_claims
+from libs.common.database import write_transaction
 
 __all__ = [
     "LIVE_STATES",
@@ -151,7 +152,7 @@ async def claim_task(
         "expires_at": now + _ttl(expires_at, ttl_s),
         "updated_at": now,
     }
-    async with engine.begin() as conn:
+    async with write_transaction(engine) as conn:
         updated = await conn.execute(
             run_claims.update()
             .where(run_claims.c.task_id == task_id)
@@ -161,7 +162,7 @@ async def claim_task(
         if updated.rowcount == 1:
             return True
     try:
-        async with engine.begin() as conn:
+        async with write_transaction(engine) as conn:
             await conn.execute(run_claims.insert().values(task_id=task_id, **values))
     except IntegrityError:
         return False  # a row exists and its claim is live
@@ -172,7 +173,7 @@ async def _update_one(
     engine: AsyncEngine, task_id: int, conditions: list[Any], **values: object
 ) -> bool:
     """One conditional UPDATE of the task's claim; True when it matched (and changed) the row."""
-    async with engine.begin() as conn:
+    async with write_transaction(engine) as conn:
         updated = await conn.execute(
             run_claims.update()
             .where(run_claims.c.task_id == task_id, *conditions)

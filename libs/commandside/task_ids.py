@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from libs.commandside.errors import CommandSideError
 from libs.commandside.schema import id_counters
+from libs.common.database import one_writer
 
 __all__ = ["TASK_COUNTER", "allocate_task_id"]
 
@@ -49,7 +50,7 @@ async def allocate_task_id(engine: AsyncEngine, floor: Callable[[], Awaitable[in
 
 async def _next_id(engine: AsyncEngine) -> int | None:
     """One more than the counter, or None when the counter row does not exist yet."""
-    async with engine.connect() as conn, _durable_commits(conn), conn.begin():
+    async with one_writer(engine), engine.connect() as conn, _durable_commits(conn), conn.begin():
         allocated = (
             await conn.execute(
                 id_counters.update()
@@ -64,7 +65,12 @@ async def _next_id(engine: AsyncEngine) -> int | None:
 async def _start_counter(engine: AsyncEngine, first: int) -> bool:
     """Create the counter row with `first` handed out; False if another gateway created it."""
     try:
-        async with engine.connect() as conn, _durable_commits(conn), conn.begin():
+        async with (
+            one_writer(engine),
+            engine.connect() as conn,
+            _durable_commits(conn),
+            conn.begin(),
+        ):
             await conn.execute(id_counters.insert().values(name=TASK_COUNTER, last_id=first))
     except IntegrityError:
         return False

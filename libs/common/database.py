@@ -9,12 +9,16 @@ process uses, and nothing here depends on them.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-__all__ = ["create_engine", "create_schema", "metadata"]
+__all__ = ["create_engine", "create_schema", "metadata", "one_writer", "write_transaction"]
 
 metadata = sa.MetaData()
 
@@ -34,6 +38,35 @@ def create_engine(url: str) -> AsyncEngine:
 
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+# One lock per SQLite engine (so per process and database): see `one_writer`.
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def one_writer(engine: AsyncEngine) -> AsyncIterator[None]:
+    """On SQLite, hold the process's turn to write; elsewhere nothing. SQLite has one writer at
+    a time, and a connection that finds the database locked sleeps in growing steps (up to
+    100 ms) before it looks again: many writers of one process (a gateway's concurrent
+    requests, a runner's concurrent runs) would sleep past each other's commits, some for
+    hundreds of ms. Queued on this lock they take their turns as soon as each commit is done,
+    and only the turn's holder ever contends with the other processes."""
+    if engine.dialect.name != "sqlite":
+        yield
+        return
+    lock = _SQLITE_WRITERS.get(engine)
+    if lock is None:
+        lock = _SQLITE_WRITERS.setdefault(engine, asyncio.Lock())
+    async with lock:
+        yield
+
+
+@asynccontextmanager
+async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """`engine.begin()` for a transaction that writes, taking its turn (`one_writer`)."""
+    async with one_writer(engine), engine.begin() as conn:
+        yield conn
 
 
 SCHEMA_ATTEMPTS = 5

@@ -1,6 +1,8 @@
 """One bad log entry never stops the projector: it is parked, and the rest is folded.
 
-`apply_or_park` takes a partition-log batch as read from Redis. An entry that is no known event
+`apply_or_park` takes a partition-log batch as read from Redis (`apply_or_park_all` several
+partitions' batches, in one transaction, falling back to `apply_or_park` for each when the
+database refuses it). An entry that is no known event
 is parked at once. The events are applied as one batch; when the database refuses the batch
 (`rejected`: data it cannot store, a constraint, a value out of range), the batch is split in
 halves, each applied on its own, until the one event it refuses is found and parked. Parked
@@ -16,7 +18,7 @@ entries again once what refused them is fixed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -26,11 +28,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from libs.events import EventDecodeError, StoredEvent, decode_event
 from libs.readmodels.errors import LostRace
 from libs.readmodels.queries import projected_position
-from libs.readmodels.writer import Applied, ParkedEntry, apply_entries
+from libs.readmodels.writer import Applied, ParkedEntry, apply_entries, apply_partitions
 
 __all__ = [
     "Projected",
     "apply_or_park",
+    "apply_or_park_all",
     "clean_text",
     "refusal",
     "rejected",
@@ -134,6 +137,35 @@ async def apply_or_park(
     items = [_decode(entry_id, fields) for entry_id, fields in entries]
     await _settle(engine, partition, items, result)
     return result
+
+
+async def apply_or_park_all(
+    engine: AsyncEngine, batches: Mapping[int, Sequence[RawEntry]]
+) -> dict[int, Projected] | None:
+    """`apply_or_park` for several partitions' batches in one transaction (the usual step:
+    nothing to refuse, no race). None, with nothing written, when the database refused it
+    (bad data, or another projector's rows landed first): the caller then applies each batch
+    with `apply_or_park`, which finds and parks the culprit or reports the lost race."""
+    decoded = {p: [_decode(entry_id, fields) for entry_id, fields in b] for p, b in batches.items()}
+    work = {
+        p: (
+            [item.event for item in items if item.event is not None],
+            [_parked(item, item.error) for item in items if item.event is None],
+        )
+        for p, items in decoded.items()
+    }
+    try:
+        applied = await apply_partitions(engine, work)
+    except LostRace:
+        return None
+    except Exception as exc:
+        if rejected(exc):
+            return None
+        raise
+    return {
+        p: Projected(position=a.position, applied=a.events, parked=list(a.parked))
+        for p, a in applied.items()
+    }
 
 
 async def _settle(

@@ -97,6 +97,8 @@ class ActivityItem(msgspec.Struct, frozen=True, kw_only=True):
 
 def project_task(task: TaskView | None, event: AnyEvent) -> TaskView | None:
     match event:
+        case LlmDelta():  # first: the most frequent event (one per token) moves no task
+            return task
         case TaskCreated():
             if task is not None:
                 return task
@@ -140,6 +142,8 @@ def project_task(task: TaskView | None, event: AnyEvent) -> TaskView | None:
 
 def project_run(run: RunView | None, event: AnyEvent) -> RunView | None:
     match event:
+        case LlmDelta():  # first: the most frequent event (one per token) moves no run
+            return run
         case RunRequested():
             if run is not None:
                 return run
@@ -173,6 +177,8 @@ def project_run(run: RunView | None, event: AnyEvent) -> RunView | None:
 def summarize(event: AnyEvent) -> str | None:
     """One line for the Activity timeline; None for events too fine-grained to list."""
     match event:
+        case LlmDelta():  # first: the most frequent event (one per token)
+            return None
         case TaskCreated():
             return f"Task created: {event.title}"
         case RunRequested():
@@ -199,6 +205,4 @@ def summarize(event: AnyEvent) -> str | None:
             return f"Lock of run {event.run_id[:8]} (fence {event.fence}) expired"
         case LockReleased():
             return f"Lock released by run {event.run_id[:8]}"
-        case LlmDelta():
-            return None
     return None

@@ -37,7 +37,7 @@ from libs.events.retention import Trimmer
 from libs.events.store import Entries
 from libs.readmodels import LostRace, load_positions
 from libs.readmodels.archive import SqlArchive
-from libs.readmodels.parking import apply_or_park
+from libs.readmodels.parking import Projected, apply_or_park, apply_or_park_all
 
 __all__ = ["APPLICATION_NAME", "Projector", "projector_engine", "serve", "trim_loop"]
 
@@ -84,26 +84,25 @@ class Projector:
             log_key: self.positions.get(p, "0-0") for log_key, p in self._partition_of_log.items()
         }
         reply = await self.redis.xread(wanted, count=500, block=block_ms)  # type: ignore[arg-type]
+        batches = {
+            self._partition_of_log[log_key]: entries
+            for log_key, entries in cast(list[tuple[str, Entries]], reply or [])
+        }
+        if not batches:
+            return 0
+        self._stale = True  # until the outcome is known
+        done = await apply_or_park_all(self.engine, batches)
+        self._stale = False
+        if done is None:  # refused: partition by partition, to park the culprit or see the race
+            done = await self._apply_each(batches)
         settled = 0
         moved: dict[int, str] = {}
-        for log_key, entries in cast(list[tuple[str, Entries]], reply or []):
-            partition = self._partition_of_log[log_key]
-            try:
-                self._stale = True  # until this partition's outcome is known
-                done = await apply_or_park(
-                    self.engine, partition, entries, self.positions.get(partition)
-                )
-            except LostRace:
-                log.info("projector.lost_race", partition=partition)
-                self.positions = await load_positions(self.engine)
-                self._stale = False
-                continue
-            self._stale = False
-            if done.position is not None:
-                self.positions[partition] = done.position
-                moved[partition] = done.position
-            settled += done.applied + len(done.parked)
-            for parked in done.parked:
+        for partition, projected in done.items():
+            if projected.position is not None:
+                self.positions[partition] = projected.position
+                moved[partition] = projected.position
+            settled += projected.applied + len(projected.parked)
+            for parked in projected.parked:
                 log.error(
                     "projector.parked",
                     partition=partition,
@@ -115,6 +114,20 @@ class Projector:
         if moved:
             await self._announce(moved)
         return settled
+
+    async def _apply_each(self, batches: dict[int, Entries]) -> dict[int, Projected]:
+        done: dict[int, Projected] = {}
+        for partition, entries in batches.items():
+            try:
+                self._stale = True  # until this partition's outcome is known
+                done[partition] = await apply_or_park(
+                    self.engine, partition, entries, self.positions.get(partition)
+                )
+            except LostRace:
+                log.info("projector.lost_race", partition=partition)
+                self.positions = await load_positions(self.engine)
+            self._stale = False
+        return done
 
     async def _announce(self, moved: dict[int, str]) -> None:
         """Record and publish the positions this step committed, for the gateways'

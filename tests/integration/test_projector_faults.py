@@ -154,6 +154,32 @@ async def test_only_the_refused_events_of_a_batch_are_parked(
     assert len(await archived_ids(engine)) == 48 - len(poisoned)
 
 
+async def test_a_refused_event_holds_back_no_other_partition_of_the_step(
+    redis_client: aioredis.Redis, keys: Keys, engine: AsyncEngine
+) -> None:
+    # one step reads every partition and applies them in one transaction; the database
+    # refusing one event rolls all of it back, then each partition goes on its own
+    await refuse_poisoned_titles(engine)
+    store = EventStore(redis_client, keys)
+    last: dict[int, str] = {}
+    for task_id in range(1, 9):  # two tasks in each of the 4 partitions
+        title = f"{POISON} {task_id}" if task_id == 6 else f"task {task_id}"
+        await store.append(TaskCreated(task_id=task_id, title=title))
+        appended = await store.append(RunRequested(task_id=task_id, run_id=f"run-{task_id}"))
+        last[keys.partition_of(task_id)] = appended.log_id
+
+    projector = Projector(redis_client, engine, keys)
+    await projector.start()
+    assert await projector.step(block_ms=None) == 16  # every entry, in one step
+
+    assert await load_positions(engine) == last
+    assert [(p.task_id, p.type) for p in await list_parked(engine)] == [(6, "task.created")]
+    for task_id in range(1, 9):
+        task = await get_task(engine, task_id)
+        assert (task is None) == (task_id == 6)
+        assert [r.run_id for r in await list_runs(engine, task_id)] == [f"run-{task_id}"]
+
+
 async def test_two_projectors_at_once_park_and_fold_each_entry_once(
     redis_client: aioredis.Redis, keys: Keys, engine: AsyncEngine
 ) -> None:
