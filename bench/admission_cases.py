@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import sys
 import time
 from collections import Counter
@@ -52,6 +53,9 @@ class Case:
             row["p99_ratio"] = p99 / base_p99
         if self.concurrent:
             row["requests_per_s"] = n / self.wall_s
+            if self.baseline is not None:
+                base = cases[self.baseline]
+                row["rate_ratio"] = row["requests_per_s"] / (len(base.latencies) / base.wall_s)
         row["cpu_ms_per_request"] = {k: v * 1000 / n for k, v in sorted(self.cpu_s.items())}
         return row
 
@@ -134,18 +138,22 @@ def wait_running(client: httpx.Client, task_id: int, timeout_s: float = 30) -> N
 # name -> the case its ratios are taken against
 CASES = {
     "409 sequential": "baseline sequential",
-    "202 sequential": "baseline sequential",
+    "202 sequential": "baseline durable seq",
     "202 seq, durable off": "baseline sequential",
     "baseline sequential": None,
+    "201 sequential": "baseline durable seq",
+    "baseline durable seq": None,
     "409 concurrent": "baseline concurrent",
-    "202 concurrent": "baseline concurrent",
+    "202 concurrent": "baseline durable conc",
     "202 conc, durable off": "baseline concurrent",
     "baseline concurrent": None,
+    "201 concurrent": "baseline durable conc",
+    "baseline durable conc": None,
     "xadd direct": None,
     "xadd+waitaof direct": "xadd direct",
 }
 # The direct cases need AOF (WAITAOF refuses to run without it).
-AOF_ONLY = ("xadd direct", "xadd+waitaof direct")
+AOF_ONLY = ("xadd direct", "xadd+waitaof direct", "baseline durable seq", "baseline durable conc")
 
 
 def xadd_direct(redis_url: str, stream: str, k: int, waitaof: bool) -> tuple[list[float], float]:
@@ -174,6 +182,7 @@ def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Case]:
     try:
         groups = stack.pids()
         held, *fresh = create_tasks(stack.gateway_url, 1 + 10 + 2 * n + 2 * m)
+        titles = ({"title": f"bench task {k}"} for k in itertools.count())
         holding = durable.post("/run-agents", json={"id": held, "hold_seconds": HOLD_SECONDS})
         if holding.status_code != 202:
             raise BenchError(f"could not start the held run: {holding.text}")
@@ -191,6 +200,8 @@ def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Case]:
             timed_sequential(client, "/run-agents", [refused_body] * WARMUP, 409)
             timed_sequential(client, "/run-agents", fresh_bodies(5), 202)
         timed_sequential(baseline, "/xadd", [baseline_body] * WARMUP, 202)
+        if stack.appendfsync != "off":
+            timed_sequential(baseline, "/xadd-durable", [baseline_body] * WARMUP, 202)
         run_concurrent(f"{stack.gateway_url}/run-agents", [refused_body] * 2 * c, c, 409)
         run_concurrent(f"{stack.baseline_url}/xadd", [baseline_body] * 2 * c, c, 202)
 
@@ -213,8 +224,18 @@ def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Case]:
 
             return run
 
-        def baseline_seq(k: int) -> tuple[list[float], float]:
-            latencies, _ = timed_sequential(baseline, "/xadd", [baseline_body] * k, 202)
+        def baseline_seq(path: str) -> Callable[[int], tuple[list[float], float]]:
+            def run(k: int) -> tuple[list[float], float]:
+                latencies, _ = timed_sequential(baseline, path, [baseline_body] * k, 202)
+                return latencies, sum(latencies)
+
+            return run
+
+        def new_titles(k: int) -> list[dict[str, Any]]:
+            return [next(titles) for _ in range(k)]
+
+        def created_seq(k: int) -> tuple[list[float], float]:
+            latencies, _ = timed_sequential(durable, "/api/tasks", new_titles(k), 201)
             return latencies, sum(latencies)
 
         def concurrent(
@@ -227,16 +248,25 @@ def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Case]:
 
         run_agents, xadd = f"{stack.gateway_url}/run-agents", f"{stack.baseline_url}/xadd"
         plain_run_agents = f"{stack.plain_gateway_url}/run-agents"
+        xadd_durable, tasks = f"{stack.baseline_url}/xadd-durable", f"{stack.gateway_url}/api/tasks"
         direct = f"{stack.namespace}:bench:direct"
         plan: list[tuple[str, Callable[[int], tuple[list[float], float]], list[int]]] = [
             ("409 sequential", refused_seq, seq_sizes),
             ("202 sequential", accepted_seq(durable), seq_sizes),
             ("202 seq, durable off", accepted_seq(plain), seq_sizes),
-            ("baseline sequential", baseline_seq, seq_sizes),
+            ("baseline sequential", baseline_seq("/xadd"), seq_sizes),
+            ("201 sequential", created_seq, seq_sizes),
+            ("baseline durable seq", baseline_seq("/xadd-durable"), seq_sizes),
             ("409 concurrent", concurrent(run_agents, same(refused_body), 409), conc_sizes),
             ("202 concurrent", concurrent(run_agents, fresh_bodies, 202), conc_sizes),
             ("202 conc, durable off", concurrent(plain_run_agents, fresh_bodies, 202), conc_sizes),
             ("baseline concurrent", concurrent(xadd, same(baseline_body), 202), conc_sizes),
+            ("201 concurrent", concurrent(tasks, new_titles, 201), conc_sizes),
+            (
+                "baseline durable conc",
+                concurrent(xadd_durable, same(baseline_body), 202),
+                conc_sizes,
+            ),
             ("xadd direct", lambda k: xadd_direct(stack.redis_url, direct, k, False), seq_sizes),
             (
                 "xadd+waitaof direct",

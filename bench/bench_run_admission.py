@@ -1,4 +1,5 @@
-"""Latency of `POST /run-agents` admission (409 and 202) against a bare one-XADD endpoint.
+"""Latency of `POST /run-agents` admission (409 and 202) and of `POST /api/tasks` (201)
+against a bare one-XADD endpoint.
 
 What it measures, in one run and against real processes on 127.0.0.1:
 
@@ -8,8 +9,12 @@ What it measures, in one run and against real processes on 127.0.0.1:
   (asserted); the runners complete them in the background. Twice: on a gateway with durable
   accept (RAGPOC_DURABLE_ACCEPT=1, the default: 202 once Valkey has the command on disk, by
   WAITAOF) and on one with it off, both sequential and concurrent;
+- created: N sequential POST /api/tasks, all 201 (a task id committed in SQL, `task.created`
+  appended, the read model caught up), and the same concurrent;
 - baseline: N sequential POST /xadd to `bench/baseline_xadd_app.py`, a bare Starlette app doing
-  exactly one XADD, served by uvicorn in its own process like the gateway;
+  exactly one XADD, served by uvicorn in its own process like the gateway; and POST
+  /xadd-durable, the same answered once the entry is on disk (XADD + WAITAOF): the 202s with
+  durable accept and the 201s are compared to it, at the same durability;
 - concurrent 409 and concurrent baseline: C clients firing M requests in total, one new
   connection per request (`tests/rawhttp.request`), reporting median/p99 and requests/s.
 
@@ -80,7 +85,7 @@ CPU_COLUMNS = ("gateway", "projector", "valkey", "runs", "baseline", "client")
 
 def print_table(rows: list[dict[str, Any]], concurrency: int) -> None:
     head = f"{'case':<22} {'n':>5} {'median ms':>10} {'p99 ms':>9} {'med/base':>9}"
-    head += f" {'p99/base':>9} {'req/s':>8}"
+    head += f" {'p99/base':>9} {'req/s':>8} {'rate/base':>10}"
     print(head)
     print("-" * len(head))
     for row in rows:
@@ -90,6 +95,7 @@ def print_table(rows: list[dict[str, Any]], concurrency: int) -> None:
             else f"{'-':>9} {'-':>9}"
         )
         rate = f"{row['requests_per_s']:>8.0f}" if "requests_per_s" in row else f"{'-':>8}"
+        rate += f" {row['rate_ratio']:>9.0%}" if "rate_ratio" in row else f" {'-':>10}"
         print(
             f"{row['case']:<22} {row['n']:>5} {row['median_ms']:>10.2f} {row['p99_ms']:>9.2f} "
             f"{ratios} {rate}"
