@@ -23,10 +23,17 @@ __all__ = ["create_engine", "create_schema", "metadata", "one_writer", "write_tr
 metadata = sa.MetaData()
 
 
+SQLITE_POOL = 20  # connections kept (and as many more at a peak) per process, on SQLite
+
+
 def create_engine(url: str) -> AsyncEngine:
     """An engine for `url` (an async driver URL: sqlite+aiosqlite or postgresql+psycopg)."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # A process's concurrent requests or runs each hold a connection while they read; one
+        # past the pool is closed when returned, and the next costs a thread and the pragmas.
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, pool_size=SQLITE_POOL, max_overflow=SQLITE_POOL
+        )
 
         @sa.event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -102,6 +102,7 @@ class Settings(EnvSettings, frozen=True, kw_only=True):
     log_level: str = "info"
     log_format: str = "auto"
     consumer_block_ms: int = 1000
+    projector_linger_ms: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 10
     consumer_min_idle_ms: int = 60_000  # at least 1.5 x lock_ttl_ms: see check_lease_timing
     consumer_max_deliveries: int = 5
     consumer_drain_s: float = 30.0
@@ -180,6 +181,10 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "RAGPOC_LOG_LEVEL": ("log_level", "debug, info, warning or error"),
     "RAGPOC_LOG_FORMAT": ("log_format", "json, console, or auto (console on a terminal)"),
     "RAGPOC_CONSUMER_BLOCK_MS": ("consumer_block_ms", "how long a consumer blocks on XREADGROUP"),
+    "RAGPOC_PROJECTOR_LINGER_MS": (
+        "projector_linger_ms",
+        "after a projector step, wait this long for more events to fold in one transaction",
+    ),
     "RAGPOC_CONSUMER_MIN_IDLE_MS": (
         "consumer_min_idle_ms",
         "idle time after which a pending entry is reclaimed from a dead consumer "
