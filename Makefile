@@ -4,12 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck unit install clean docs chaos
+.PHONY: up test lint typecheck unit install lock clean docs chaos bench-vs-celery
 
-$(STAMP): pyproject.toml
+# The venv installs the exact versions (and hashes) of requirements/dev-lock.txt, then the
+# project itself without resolving anything: a build today and one next month get the same
+# packages. pyproject.toml holds the allowed ranges; `make lock` turns them into the lock files.
+$(STAMP): pyproject.toml requirements/dev-lock.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev-lock.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -35,6 +38,24 @@ test: lint typecheck
 CHAOS_MINUTES ?= 10
 chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos --minutes $(CHAOS_MINUTES)
+
+# rag-poc against its original Celery design (bench/peers/celery_seed), side by side; the
+# peer's packages are the optional group `peers`. BENCH_ARGS="--quick" for a short run.
+bench-vs-celery: $(STAMP)
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/peers-lock.txt
+	$(BIN)/python -m bench.bench_vs_celery $(BENCH_ARGS)
+
+# Regenerate the lock files from pyproject.toml: requirements/lock.txt (runtime: the image),
+# dev-lock.txt (runtime + dev: `make install`, CI) and peers-lock.txt (+ the Celery peer), each
+# for every platform and Python >= 3.11, with hashes, the larger ones constrained to the smaller.
+# Versions already locked stay unless the ranges exclude them; `make lock UPGRADE=1` takes the
+# newest allowed versions.
+LOCK := $(BIN)/uv pip compile pyproject.toml --quiet --universal --python-version 3.11 \
+	--generate-hashes --custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade)
+lock: $(STAMP)
+	$(LOCK) -o requirements/lock.txt
+	$(LOCK) --extra dev -c requirements/lock.txt -o requirements/dev-lock.txt
+	$(LOCK) --extra dev --extra peers -c requirements/dev-lock.txt -o requirements/peers-lock.txt
 
 # The parts of docs/ARCHITECTURE.md the code can say by itself (a test checks they are fresh).
 docs: $(STAMP)

@@ -1,0 +1,219 @@
+"""docker-compose.yml, .env.example and deploy/Dockerfile, checked without a container engine:
+the compose file against the compose-spec JSON schema (vendored by check-jsonschema), then what
+the Operation Manual and the services rely on (names, healthchecks, start order, replicas, ports,
+the variables each service reads)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from libs.common.settings import Settings
+from services.ingestor.settings import IngestSettings
+from services.mockai.settings import MockaiSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+# the names the Operation Manual uses (`docker compose logs mcp`, ...), and the rest of the stack
+MANUAL_SERVICES = {"redis", "qdrant", "mcp", "worker", "prometheus"}
+STACK_SERVICES = MANUAL_SERVICES | {"postgres", "ingestor", "projector", "mockai"}
+SETTINGS_VARIABLES = set(Settings.ENVIRONMENT) | set(IngestSettings.ENVIRONMENT)
+SETTINGS_VARIABLES |= set(MockaiSettings.ENVIRONMENT)
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return loaded
+
+
+def services() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = compose()["services"]
+    return found
+
+
+def environment(service: str) -> dict[str, str]:
+    env = services()[service].get("environment", {})
+    assert isinstance(env, dict), f"{service}: environment as a mapping, please"
+    return {str(k): str(v) for k, v in env.items()}
+
+
+CHECK_JSONSCHEMA = (
+    sys.executable,
+    "-m",
+    "check_jsonschema",
+    "--builtin-schema",
+    "vendor.compose-spec",
+)
+
+
+def check_schema(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CHECK_JSONSCHEMA, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_compose_file_follows_the_compose_spec() -> None:
+    checked = check_schema(COMPOSE)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_schema_check_rejects_a_malformed_compose_file(tmp_path: Path) -> None:
+    bad = tmp_path / "compose.yml"
+    bad.write_text("services:\n  mcp:\n    image: x\n    healthcheck: {test: 5, every: 10s}\n")
+    assert check_schema(bad).returncode != 0
+
+
+def test_the_manual_service_names_exist() -> None:
+    assert set(services()) == STACK_SERVICES
+
+
+@pytest.mark.parametrize("name", sorted(STACK_SERVICES))
+def test_every_service_has_a_healthcheck(name: str) -> None:
+    check = services()[name].get("healthcheck", {})
+    assert check.get("test"), f"{name} has no healthcheck"
+    assert not check.get("disable", False)
+
+
+def test_every_dependency_waits_until_healthy() -> None:
+    for name, service in services().items():
+        depends = service.get("depends_on", {})
+        assert isinstance(depends, dict), f"{name}: depends_on as a list cannot wait for health"
+        for other, how in depends.items():
+            assert other in services(), f"{name} depends on unknown {other}"
+            assert how == {"condition": "service_healthy"}, f"{name} -> {other}: {how}"
+
+
+def test_the_gateway_and_runners_start_after_what_they_need() -> None:
+    depends = {name: set(s.get("depends_on", {})) for name, s in services().items()}
+    assert {"redis", "postgres", "ingestor", "projector"} <= depends["mcp"]
+    assert {"redis", "postgres", "ingestor", "mockai"} <= depends["worker"]
+    assert {"redis", "postgres"} <= depends["projector"]
+    assert {"redis", "qdrant", "mockai"} <= depends["ingestor"]
+
+
+def test_worker_runs_two_replicas_of_the_runner() -> None:
+    worker = services()["worker"]
+    assert worker["deploy"]["replicas"] == 2
+    assert worker["command"] == ["runner"]
+
+
+def test_mcp_is_the_gateway_on_port_8001_with_sentinels() -> None:
+    mcp = services()["mcp"]
+    assert mcp["command"] == ["gateway"]
+    assert "8001:8001" in [str(port) for port in mcp["ports"]]
+    assert environment("mcp")["RAGPOC_SENTINEL_DIR"] == "/tmp"
+    assert environment("mcp")["GATEWAY_PORT"] == "8001"
+
+
+@pytest.mark.parametrize("name", ["mcp", "worker"])
+def test_test_hold_seconds_reaches_the_runs(name: str) -> None:
+    assert environment(name)["TEST_HOLD_SECONDS"] == "${TEST_HOLD_SECONDS:-0}"
+
+
+def test_the_rag_poc_services_share_one_image_and_reach_the_backing_services() -> None:
+    ragpoc = {"mcp": "gateway", "worker": "runner", "ingestor": "ingestor"}
+    ragpoc |= {"projector": "projector", "mockai": "mockai"}
+    images = {services()[name]["image"] for name in ragpoc}
+    assert len(images) == 1
+    for name, command in ragpoc.items():
+        service = services()[name]
+        assert service["command"] == [command]
+        assert service["build"]["dockerfile"] == "deploy/Dockerfile"
+        env = environment(name)
+        assert env["REDIS_URL"].startswith("redis://:${VALKEY_PASSWORD")
+        assert env["REDIS_URL"].endswith("@redis:6379/0")
+        assert env["RAGPOC_HOST"] == "0.0.0.0"  # reachable from the other containers
+        assert env["QDRANT_URL"] == "http://qdrant:6333"
+        assert env["INGESTOR_URL"] == "http://ingestor:8002"
+        assert "@postgres:5432/" in env["DATABASE_URL"]
+
+
+def test_redis_is_valkey_with_aof_and_a_password() -> None:
+    redis = services()["redis"]
+    assert redis["image"].startswith("valkey/valkey:")
+    command = [str(part) for part in redis["command"]]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--requirepass") + 1] == "${VALKEY_PASSWORD:-ragpoc}"
+
+
+def test_prometheus_mounts_its_config_and_rules_and_reaches_the_metrics() -> None:
+    prometheus = services()["prometheus"]
+    mounts = [str(volume) for volume in prometheus["volumes"]]
+    assert "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
+    assert "./deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in mounts
+    assert environment("worker")["RUNNER_METRICS_PORT"] == "9101"
+    assert "9101" in [str(port) for port in services()["worker"]["expose"]]
+
+
+def test_data_lives_in_named_volumes() -> None:
+    declared = set(compose()["volumes"])
+    for name in ("redis", "postgres", "qdrant", "prometheus"):
+        sources = [str(v).split(":")[0] for v in services()[name]["volumes"]]
+        named = [source for source in sources if not source.startswith((".", "/"))]
+        assert named, f"{name} keeps its data in no named volume"
+        assert set(named) <= declared
+
+
+def env_example() -> dict[str, str]:
+    """Variable -> the comment lines right above it."""
+    documented: dict[str, str] = {}
+    comment: list[str] = []
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.startswith("#"):
+            comment.append(line.lstrip("# "))
+        elif match := re.match(r"([A-Z][A-Z0-9_]*)=", line):
+            documented[match.group(1)] = " ".join(comment).strip()
+            comment = []
+        else:
+            comment = []
+    return documented
+
+
+def compose_variables() -> set[str]:
+    return set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", COMPOSE.read_text()))
+
+
+def test_env_example_lists_every_setting_and_only_settings_or_compose_variables() -> None:
+    listed = set(env_example())
+    assert SETTINGS_VARIABLES - listed == set(), "settings missing from .env.example"
+    assert listed - SETTINGS_VARIABLES - compose_variables() == set(), "read by nothing"
+    assert compose_variables() - listed == set(), "compose variables missing from .env.example"
+
+
+def test_every_env_example_variable_is_documented() -> None:
+    undocumented = [name for name, comment in env_example().items() if not comment]
+    assert not undocumented
+
+
+def test_the_image_is_multi_stage_non_root_with_a_healthcheck() -> None:
+    text = DOCKERFILE.read_text()
+    first_from = text.index("\nFROM ")
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim$", text[:first_from], re.M)
+    stages = re.findall(r"^FROM (\S+)", text, re.M)
+    assert stages == ["${BASE_IMAGE}", "${BASE_IMAGE}"], stages
+    assert "--require-hashes -r /tmp/lock.txt" in text
+    assert "COPY requirements/lock.txt" in text
+    [user] = re.findall(r"^USER (\S+)", text, re.M)
+    assert user not in ("root", "0")
+    assert re.search(r"^HEALTHCHECK .*\n\s+CMD ", text, re.M)
+    assert re.search(r'^ENTRYPOINT \["ragpoc"\]$', text, re.M)
+
+
+def test_the_compose_healthchecks_name_services_the_image_knows() -> None:
+    known = set(re.findall(r'^    "(\w+)": \(', DOCKERFILE.read_text(), re.M))
+    for name, service in services().items():
+        test = service["healthcheck"]["test"]
+        if "ragpoc-healthcheck" in test:
+            assert test[-1] in known, f"{name}: the image's healthcheck knows no {test[-1]}"
+            assert test[-1] == service["command"][0]

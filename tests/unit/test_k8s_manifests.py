@@ -1,0 +1,259 @@
+"""The Kubernetes manifests in `deploy/k8s/`: the base and the example overlay render (with the
+small kustomize renderer in `tests.k8s_render`), every object passes the Kubernetes and KEDA
+schemas, and the objects fit each other and rag-poc (`tests.k8s_checks`). Each check is also
+shown to catch a broken manifest, and the projector's exec probe is run for real."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import free_port
+from tests.k8s_checks import consistency_problems, schema_problems
+from tests.k8s_render import KustomizeError, Manifest, render
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+VARIANTS = {
+    "base": ("rag-poc", "rag-poc:0.1.0"),
+    "overlays/example": ("rag-poc-example", "registry.example.com/rag-poc:0.1.0"),
+}
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[Manifest]]:
+    return {variant: render(K8S / variant) for variant in VARIANTS}
+
+
+def find(objects: list[Manifest], kind: str, name: str) -> Manifest:
+    (found,) = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    return found
+
+
+def containers(objects: list[Manifest]) -> list[Manifest]:
+    return [
+        c
+        for o in objects
+        if o["kind"] == "Deployment"
+        for c in o["spec"]["template"]["spec"]["containers"]
+    ]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_renders_every_service_in_its_namespace_from_one_image(
+    rendered: dict[str, list[Manifest]], variant: str
+) -> None:
+    objects = rendered[variant]
+    namespace, image = VARIANTS[variant]
+    assert {o["metadata"].get("namespace") for o in objects} == {namespace}
+    commands = sorted(c["command"][1] for c in containers(objects))
+    assert commands == ["gateway", "ingestor", "mockai", "projector", "runner"]
+    assert {c["image"] for c in containers(objects)} == {image}
+    for obj in objects:
+        assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "rag-poc", obj
+        if obj["kind"] == "Deployment":
+            pod_labels = obj["spec"]["template"]["metadata"]["labels"]
+            assert pod_labels["app.kubernetes.io/part-of"] == "rag-poc"
+    kinds = {o["kind"] for o in objects}
+    assert {"ConfigMap", "Secret", "Service", "PodDisruptionBudget", "ScaledObject"} <= kinds
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_object_passes_the_kubernetes_and_keda_schemas(
+    rendered: dict[str, list[Manifest]], variant: str
+) -> None:
+    problems = schema_problems(rendered[variant])
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_objects_fit_each_other_and_the_services(
+    rendered: dict[str, list[Manifest]], variant: str
+) -> None:
+    problems = consistency_problems(rendered[variant])
+    assert not problems, "\n".join(problems)
+
+
+def test_the_overlay_patches_the_base(rendered: dict[str, list[Manifest]]) -> None:
+    base, example = rendered["base"], rendered["overlays/example"]
+    assert find(example, "Deployment", "gateway")["spec"]["replicas"] == 3
+    assert find(example, "ScaledObject", "runner")["spec"]["maxReplicaCount"] == 20
+    config = find(example, "ConfigMap", "ragpoc-config")["data"]
+    base_config = find(base, "ConfigMap", "ragpoc-config")["data"]
+    assert config == {**base_config, "RAGPOC_LOG_LEVEL": "warning"}
+    (runner,) = find(example, "Deployment", "runner")["spec"]["template"]["spec"]["containers"]
+    assert runner["resources"]["limits"] == {"cpu": "2", "memory": "1Gi"}
+    assert runner["command"] == ["ragpoc", "runner"]  # merged by name, not replaced
+    secret = find(example, "Secret", "ragpoc-secrets")["stringData"]
+    assert secret["REDIS_PASSWORD"] == "example-redis-password"
+    assert secret["OPENAI_API_KEY"] == "mock-key"  # kept from the base
+
+
+def _set(target: str, keys: str, value: Any) -> Callable[[list[Manifest]], None]:
+    """A mutation: in the object KIND/NAME, set the field at the space-separated `keys` (list
+    items by index; None removes the field)."""
+    kind, name = target.split("/")
+    *parents, last = keys.split()
+
+    def mutate(objects: list[Manifest]) -> None:
+        node: Any = find(objects, kind, name)
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        if value is None:
+            del node[last]
+        elif isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+
+    return mutate
+
+
+POD = "spec template spec"
+RUNNER = f"{POD} containers 0"
+BREAKAGES = {
+    "typo in a field": (
+        _set("Deployment/runner", f"{RUNNER} imagePullPolcy", "Always"),
+        "Kubernetes schema",
+    ),
+    "wrong type": (_set("Deployment/gateway", "spec replicas", "two"), "Kubernetes schema"),
+    "KEDA metadata not a string": (
+        _set("ScaledObject/runner", "spec triggers 0 metadata pendingEntriesCount", 24),
+        "KEDA schema",
+    ),
+    "unknown KEDA field": (_set("ScaledObject/runner", "spec minReplicas", 1), "KEDA schema"),
+    "Service selects no pods": (
+        _set("Service/gateway", "spec selector app.kubernetes.io/component", "gatway"),
+        "not one Deployment",
+    ),
+    "probe on an undeclared port": (
+        _set("Deployment/runner", f"{RUNNER} ports 0 name", "prom"),
+        "is not a declared port",
+    ),
+    "probe on a path the service lacks": (
+        _set("Deployment/ingestor", f"{RUNNER} readinessProbe httpGet path", "/ready"),
+        "path /ready is no GET route of ingestor",
+    ),
+    "declared port is not the one it listens on": (
+        _set("ConfigMap/ragpoc-config", "data GATEWAY_PORT", "8080"),
+        "but it listens on 8080",
+    ),
+    "unknown variable": (
+        _set("ConfigMap/ragpoc-config", "data RAGPOC_PARTITION", "8"),
+        "is no variable rag-poc reads",
+    ),
+    "invalid setting": (
+        _set("ConfigMap/ragpoc-config", "data RAGPOC_LOCK_TTL_MS", "90000"),
+        "its environment is refused",
+    ),
+    "stream of another namespace": (
+        _set("ConfigMap/ragpoc-config", "data RAGPOC_NAMESPACE", "other"),
+        "'other:cmd:run'",
+    ),
+    "wrong consumer group": (
+        _set("ScaledObject/runner", "spec triggers 1 metadata consumerGroup", "runner"),
+        "'runners'",
+    ),
+    "scales another Deployment": (
+        _set("ScaledObject/runner", "spec scaleTargetRef name", "gateway"),
+        "not the runner Deployment",
+    ),
+    "runner with fixed replicas": (
+        _set("Deployment/runner", "spec replicas", 2),
+        "fight KEDA's",
+    ),
+    "KEDA's password out of step": (
+        _set("Secret/ragpoc-secrets", "stringData REDIS_PASSWORD", "old"),
+        "differ from REDIS_URL's",
+    ),
+    "missing secret key": (
+        _set("Secret/ragpoc-secrets", "stringData DATABASE_URL", None),
+        "no key DATABASE_URL",
+    ),
+    "drain longer than the grace period": (
+        _set("Deployment/runner", f"{POD} terminationGracePeriodSeconds", 20),
+        "does not outlast",
+    ),
+    "no liveness probe": (
+        _set("Deployment/runner", f"{RUNNER} livenessProbe", None),
+        "no livenessProbe",
+    ),
+    "exec probe not Python": (
+        _set("Deployment/projector", f"{RUNNER} readinessProbe exec command 2", "import ("),
+        "is not valid Python",
+    ),
+    "no limits": (_set("Deployment/runner", f"{RUNNER} resources limits", None), "no limits.cpu"),
+    "PDB selects nothing": (
+        _set("PodDisruptionBudget/mockai", "spec selector matchLabels app.kubernetes.io/name", "x"),
+        "no PodDisruptionBudget selects its pods",
+    ),
+}
+
+
+@pytest.mark.parametrize("breakage", BREAKAGES)
+def test_a_broken_manifest_is_reported(rendered: dict[str, list[Manifest]], breakage: str) -> None:
+    mutate, expected = BREAKAGES[breakage]
+    objects = copy.deepcopy(rendered["base"])
+    mutate(objects)
+    problems = schema_problems(objects) + consistency_problems(objects)
+    assert any(expected in problem for problem in problems), problems
+
+
+def test_the_renderer_refuses_what_it_does_not_implement(tmp_path: Path) -> None:
+    (tmp_path / "kustomization.yaml").write_text("commonLabels: {a: b}\nresources: []\n")
+    with pytest.raises(KustomizeError, match="commonLabels"):
+        render(tmp_path)
+    (tmp_path / "kustomization.yaml").write_text("resources: [missing.yaml]\n")
+    with pytest.raises(KustomizeError, match="does not exist"):
+        render(tmp_path)
+    (tmp_path / "patch.yaml").write_text("kind: Deployment\nmetadata: {name: nobody}\n")
+    (tmp_path / "kustomization.yaml").write_text(
+        f"resources: [{K8S / 'base'}]\npatches: [{{path: patch.yaml}}]\n"
+    )
+    with pytest.raises(KustomizeError, match="matches no resource"):
+        render(tmp_path)
+
+
+def _probe(objects: list[Manifest], kind: str) -> list[str]:
+    deployment = find(objects, "Deployment", "projector")
+    command: list[str] = deployment["spec"]["template"]["spec"]["containers"][0][kind]["exec"][
+        "command"
+    ]
+    return command
+
+
+def _run(command: list[str], environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), **environ}
+    argv = [sys.executable, *command[1:]] if command[0] == "python" else command
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_the_projector_readiness_probe_checks_redis_and_the_database(
+    rendered: dict[str, list[Manifest]], redis_url: str, tmp_path: Path
+) -> None:
+    command = _probe(rendered["base"], "readinessProbe")
+    database = f"sqlite:///{tmp_path / 'ragpoc.db'}"
+    ready = _run(command, {"REDIS_URL": redis_url, "DATABASE_URL": database})
+    assert ready.returncode == 0, ready.stderr
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    no_redis = _run(command, {"REDIS_URL": closed, "DATABASE_URL": database})
+    assert no_redis.returncode != 0
+    assert "ConnectionError" in no_redis.stderr
+    no_folder = f"sqlite:///{tmp_path / 'missing' / 'ragpoc.db'}"
+    no_database = _run(command, {"REDIS_URL": redis_url, "DATABASE_URL": no_folder})
+    assert no_database.returncode != 0
+    assert "OperationalError" in no_database.stderr
+
+
+def test_the_projector_liveness_probe_passes_while_pid_1_runs(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    alive = _run(_probe(rendered["base"], "livenessProbe"), {})
+    assert alive.returncode == 0, alive.stderr
