@@ -91,7 +91,9 @@ class Settings(EnvSettings, frozen=True, kw_only=True):
     mockai_port: int = 1573
     ingestor_base_url: str = ""
     runner_metrics_port: int = 0
+    projector_metrics_port: int = 0
     test_hold_seconds: float = 0.0
+    sentinel_dir: Path | None = None
     retrieval_k: int = 4
     llm_timeout_s: float = 60.0
     llm_max_retries: int = 2
@@ -157,7 +159,13 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "MOCKAI_PORT": ("mockai_port", "mockai HTTP port"),
     "INGESTOR_URL": ("ingestor_base_url", "the ingestor's base URL; this host's port when unset"),
     "RUNNER_METRICS_PORT": ("runner_metrics_port", "runner Prometheus port (0: off)"),
+    "PROJECTOR_METRICS_PORT": ("projector_metrics_port", "projector Prometheus port (0: off)"),
     "TEST_HOLD_SECONDS": ("test_hold_seconds", "keep every run busy this long (for race tests)"),
+    "RAGPOC_SENTINEL_DIR": (
+        "sentinel_dir",
+        "the gateway appends a line per POST /run-agents entry, lock acquired and lock conflict "
+        "to run_agents_*.log files in this folder (unset: off)",
+    ),
     "RAGPOC_RETRIEVAL_K": ("retrieval_k", "chunks retrieved for each run"),
     "RAGPOC_LLM_TIMEOUT_S": ("llm_timeout_s", "timeout of one LLM call"),
     "RAGPOC_LLM_MAX_RETRIES": (

@@ -42,6 +42,7 @@ from libs.events import (
     encode,
 )
 from libs.events.lock import ConflictLayer
+from services.gateway import sentinels
 from services.gateway.context import GatewayContext
 
 __all__ = ["Admitted", "Refused", "admit_run", "finish_undos", "precheck", "queue_run"]
@@ -89,6 +90,9 @@ async def _refuse(
             expires_at=refused.expires_at,
         )
     )
+    sentinels.lock_conflict(
+        ctx.settings.sentinel_dir, task_id, run_id, layer, refused.holder_run_id, refused.expires_at
+    )
     return refused
 
 
@@ -121,6 +125,7 @@ async def admit_run(ctx: GatewayContext, task_id: int, run_id: str) -> Admitted 
                 lock_token=lease.token,
             )
             stage = "acquired"
+            sentinels.lock_acquired(ctx.settings.sentinel_dir, lease)
     except BaseException as exc:
         await _shielded(_undo(ctx, lease, stage, _why(exc)))
         raise

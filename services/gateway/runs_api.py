@@ -30,6 +30,7 @@ from libs.events import (
 )
 from libs.events.store import last_generated_id
 from libs.readmodels import RunStatus, get_task, list_runs
+from services.gateway import sentinels
 from services.gateway.admission import Refused, admit_run, precheck, queue_run
 from services.gateway.bodies import decode_body
 from services.gateway.context import GatewayContext, NotDurable, context_of
@@ -75,6 +76,7 @@ def conflict_error(task_id: int, refused: Refused) -> ApiError:
 async def run_agents(request: Request) -> Response:
     ctx = context_of(request)
     body = await decode_body(request, RunRequest, ctx.settings.max_body_bytes)
+    sentinels.entered(ctx.settings.sentinel_dir, body.id)
     wait = wait_seconds(request)
     key = checked_idempotency_key(request.headers.get("idempotency-key"))
     if body.hold_seconds and not ctx.settings.dev:

@@ -10,7 +10,6 @@ Each test gets a fresh browser context (`page`), which fails the test on a conso
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 
 from tests.conftest import unavailable
 from tests.stackproc import ragpoc_up
-from tests.ui.pages import CSP, TIMEOUT_MS, Console
+from tests.ui.pages import open_page
 
 CHROMIUM = os.environ.get("RAGPOC_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -79,7 +78,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`ragpoc up` on free ports with its own Valkey and data folder; yields the gateway URL."""
     data = tmp_path_factory.mktemp("ui-stack")
     try:
-        with ragpoc_up(data, {"RAGPOC_DEV": "1"}) as up:
+        # mockai paces its tokens as a hosted model does, so an answer streams in several
+        # llm.delta events (instantly, the runner would send it whole in one)
+        with ragpoc_up(data, {"RAGPOC_DEV": "1", "MOCKAI_TOKENS_PER_S": "100"}) as up:
             assert httpx.get(f"{up.base_url}/health", timeout=5).status_code == 200
             yield up.base_url
     finally:
@@ -94,21 +95,6 @@ def api(stack: str) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def page(browser: Any, stack: str, request: pytest.FixtureRequest) -> Iterator[Any]:
-    context = browser.new_context(base_url=stack, viewport={"width": 1200, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
-
-    def with_csp(route: Any) -> None:
-        response = route.fetch()
-        headers = {**response.headers, "content-security-policy": CSP}
-        route.fulfill(response=response, headers=headers)
-
-    context.route(re.compile(r"^https?://[^/]+/(\?[^/]*)?$"), with_csp)  # the page itself
-    page = context.new_page()
-    console = Console()
-    page.on("console", console.on_console)
-    page.on("pageerror", console.on_page_error)
-    page.console = console
-    yield page
-    context.close()
-    assert not console.errors, "browser console errors:\n" + "\n".join(console.errors)
+def page(browser: Any, stack: str) -> Iterator[Any]:
+    with open_page(browser, stack) as page:
+        yield page

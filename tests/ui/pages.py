@@ -1,9 +1,12 @@
 """What the browser tests of the web UI share: the strict Content-Security-Policy every page is
-served with, the console watcher that fails a test on a browser error, screenshots, and a task
-created through the API."""
+served with, the console watcher that fails a test on a browser error, a browser page with both
+(`open_page`), screenshots, and a task created through the API."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +49,28 @@ def create_task(api: httpx.Client, title: str) -> int:
     assert response.status_code == 201, response.text
     task_id: int = response.json()["id"]
     return task_id
+
+
+@contextmanager
+def open_page(browser: Any, base_url: str) -> Iterator[Any]:
+    """A page in a fresh browser context on `base_url`, the UI served with the strict CSP; on
+    exit, fails on any browser console error or uncaught page error it recorded."""
+    context = browser.new_context(base_url=base_url, viewport={"width": 1200, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+
+    def with_csp(route: Any) -> None:
+        response = route.fetch()
+        headers = {**response.headers, "content-security-policy": CSP}
+        route.fulfill(response=response, headers=headers)
+
+    context.route(re.compile(r"^https?://[^/]+/(\?[^/]*)?$"), with_csp)  # the page itself
+    page = context.new_page()
+    console = Console()
+    page.on("console", console.on_console)
+    page.on("pageerror", console.on_page_error)
+    page.console = console
+    try:
+        yield page
+    finally:
+        context.close()
+    assert not console.errors, "browser console errors:\n" + "\n".join(console.errors)

@@ -15,7 +15,7 @@ import msgspec
 import pytest
 from starlette.requests import Request
 
-from services.gateway import ingest_api, run_wait, tasks_api
+from services.gateway import ingest_api, tasks_api
 from services.gateway.ingest_api import DocumentIn, SearchIn
 from services.gateway.runs_api import RunRequest
 from services.gateway.tasks_api import CreateTask
@@ -39,6 +39,7 @@ HTML_LIMITS: dict[tuple[str, str], Any] = {
     ("task-title", "maxlength"): constraint(CreateTask, "title", "max_length"),
     ("task-description", "maxlength"): constraint(CreateTask, "description", "max_length"),
     ("agent-query", "maxlength"): constraint(RunRequest, "query", "max_length"),
+    ("agent-task", "min"): constraint(RunRequest, "id", "ge"),
     ("ingest-title", "maxlength"): constraint(DocumentIn, "title", "max_length"),
     ("ingest-source", "maxlength"): constraint(DocumentIn, "source", "max_length"),
     ("search-query", "maxlength"): constraint(SearchIn, "query", "max_length"),
@@ -59,7 +60,6 @@ JS_EQUAL: dict[str, Any] = {
 # constants of js/limits.js that must lie within an API range (low, high), inclusive
 JS_WITHIN: dict[str, tuple[float, float]] = {
     "INGEST_WAIT_S": (0, ingest_api.MAX_WAIT_S),
-    "QUERY_WAIT_S": (0, run_wait.MAX_WAIT_SECONDS),
     "SEARCH_K": (constraint(SearchIn, "k", "ge"), constraint(SearchIn, "k", "le")),
 }
 

@@ -1,4 +1,4 @@
-// Hash routes (#/tasks, #/tasks/N, #/query, #/jobs, #/ingest): each page is a <template> in
+// Hash routes (#/tasks, #/tasks/N, #/query, #/query/N, #/jobs, #/ingest): each page is a <template> in
 // index.html, mounted into <main>; a page registers with onLeave what to stop when it goes.
 
 import { $ } from "./dom.js";
@@ -28,7 +28,7 @@ function notFound() {
   document.title = "Not found · rag-poc";
 }
 
-/** `pages`: { tasks, task(id), query, jobs, ingest } render functions. */
+/** `pages`: { tasks, task(id), query(taskId?), jobs, ingest } render functions. */
 export function startRouter(pages) {
   const main = $("#main");
   function route() {
@@ -37,6 +37,7 @@ export function startRouter(pages) {
     if (m) { setNav("tasks"); pages.task(Number(m[1])); }
     else if (hash === "#/tasks" || hash === "#/" || hash === "#") { setNav("tasks"); pages.tasks(); }
     else if (hash === "#/query") { setNav("query"); pages.query(); }
+    else if (hash.match(/^#\/query\/(\d+)$/)) { setNav("query"); pages.query(Number(hash.split("/")[2])); }
     else if (hash === "#/jobs") { setNav("jobs"); pages.jobs(); }
     else if (hash === "#/ingest") { setNav("ingest"); pages.ingest(); }
     else { setNav(""); notFound(); }

@@ -1,52 +1,55 @@
-// #/query: ask a question; a task is created for it and the agent runs with retrieval, waiting
-// for the answer (POST /run-agents?wait).
+// #/query (and #/query/N for task N): "Ask the agent". A question runs the agent with retrieval
+// on a new task created for it, or on the task given; the answer streams in as the run's events
+// arrive (AgentRunView), with the passages retrieval returned.
 
 import { api } from "../api.js";
 import { $, el } from "../dom.js";
-import { QUERY_WAIT_S, TASK_TITLE_MAX } from "../limits.js";
+import { TASK_TITLE_MAX } from "../limits.js";
 import { mount, onLeave } from "../router.js";
+import { AgentRunView } from "./agent-run.js";
 
-function sourceList(sources) {
-  return el("ul", { class: "sources agent-sources" }, ...sources.map((s, i) => el("li", {},
-    el("div", {}, el("strong", {}, `[${i + 1}] ${s.title || s.doc_id}`),
-      el("span", { class: "muted" }, ` score ${Number(s.score).toFixed(3)}`)),
-    el("div", { class: "src-text" }, s.text))));
+function conflictMessage(err) {
+  const e = err.body?.error || {};
+  return el("p", { class: "alert" }, el("strong", {}, "This task is already being run"),
+    e.holder_run_id ? [" by run ", el("code", {}, e.holder_run_id)] : "",
+    ". Ask again when it has finished, or leave the task empty to ask on a new one.");
 }
 
-export function renderQuery() {
+export function renderQuery(taskId = null) {
   mount("#tpl-query");
-  document.title = "Agent query · rag-poc";
+  document.title = "Ask the agent · rag-poc";
   const out = $("#agent-response");
   const btn = $("#agent-submit");
+  const taskInput = $("#agent-task");
+  if (taskId) taskInput.value = String(taskId);
   const ctrl = new AbortController();
-  onLeave(() => ctrl.abort());
+  let view = null;
+  onLeave(() => { ctrl.abort(); view?.close(); });
   $("#agent-query").focus();
+
   $("#agent-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     const query = $("#agent-query").value.trim();
     if (!query) return;
+    view?.close();
+    view = null;
     btn.disabled = true;
     out.setAttribute("aria-busy", "true");
-    out.replaceChildren(el("p", {}, el("progress", { "aria-label": "Agent running" }), " Running the agent…"));
+    out.replaceChildren(el("p", {}, el("progress", { "aria-label": "Starting the run" }), " Starting the run…"));
     try {
-      const title = query.slice(0, TASK_TITLE_MAX);
-      const task = await api("/api/tasks", { method: "POST", body: { title }, signal: ctrl.signal });
-      const res = await api(`/run-agents?wait=${QUERY_WAIT_S}`, { method: "POST", body: { id: task.id, query }, signal: ctrl.signal });
-      const taskLink = el("p", { class: "muted" }, "Task ", el("a", { href: `#/tasks/${task.id}` }, `#${task.id}`),
-        res.status ? ` — status ${res.status}` : "");
-      if (res.answer !== undefined && res.answer !== null && res.status !== "failed") {
-        const sources = res.sources || [];
-        out.replaceChildren(
-          el("h4", {}, "Answer"), el("div", { class: "answer agent-answer" }, res.answer),
-          el("h4", {}, `Retrieved text (${sources.length})`), sourceList(sources), taskLink);
-      } else {
-        out.replaceChildren(el("p", { class: "alert" },
-          res.status === "failed" ? `The run failed: ${res.error || res.reason || "unknown reason"}`
-            : `The run has not finished yet (status ${res.status}); follow it on the task page.`), taskLink);
+      let id = Number(taskInput.value) || null;
+      if (!id) {
+        const title = query.slice(0, TASK_TITLE_MAX);
+        id = (await api("/api/tasks", { method: "POST", body: { title }, signal: ctrl.signal })).id;
       }
+      const run = await api("/run-agents", { method: "POST", body: { id, query }, signal: ctrl.signal });
+      view = new AgentRunView(out, id, run);
+      btn.disabled = false; // another question may go to another task meanwhile
+      await view.done;
     } catch (err) {
       if (err.name === "AbortError") return;
-      out.replaceChildren(el("p", { class: "alert" }, `The query failed: ${err.message}`));
+      out.replaceChildren(err.status === 409 ? conflictMessage(err)
+        : el("p", { class: "alert" }, `The question could not be asked: ${err.message}`));
     } finally {
       btn.disabled = false;
       out.setAttribute("aria-busy", "false");

@@ -29,6 +29,7 @@ export function renderTask(id) {
   let following = true;             // scrubber pinned to the newest item
   let holderMsg = null;
   let runDisabled = null;           // as render last set it: an unchanged state leaves the button alone
+  $("#task-ask").href = `#/query/${id}`;
 
   function render() {
     const i = following ? items.length - 1 : Number(scrubber.value);
