@@ -62,15 +62,16 @@ def _service_port(service: str, settings: Settings) -> int | None:
         "ingestor": settings.ingestor_port,
         "mockai": settings.mockai_port,
         "runner": settings.runner_metrics_port or None,
+        "projector": settings.projector_metrics_port or None,
     }
     return ports.get(service)
 
 
 @functools.cache
 def _get_paths(service: str) -> frozenset[str]:
-    """The paths `ragpoc SERVICE` answers GET on (its app's routes; the runner's Prometheus
-    server answers every path, and /metrics is the one meant)."""
-    if service == "runner":
+    """The paths `ragpoc SERVICE` answers GET on (its app's routes; the runner's and the
+    projector's Prometheus servers answer every path, and /metrics is the one meant)."""
+    if service in ("runner", "projector"):
         return frozenset({"/metrics"})
     if service == "gateway":
         from services.gateway.app import create_app as gateway

@@ -1,19 +1,32 @@
 """The gateway's Prometheus metrics.
 
 Request-side counters live in this process. Run outcomes happen in runners, so runners count
-them in a Redis hash (`Keys.run_stats`) and every gateway exposes the cluster-wide totals.
+them in a Redis hash (`Keys.run_stats`) and every gateway exposes the cluster-wide totals, with
+the cluster gauges of `services.gateway.cluster_metrics` (lag, dead letters, live workers,
+projector lag) read at scrape time.
+
+What a scrape reads from Redis is bounded by SCRAPE_READ_TIMEOUT_S: a read that fails or
+takes longer leaves its metrics out of that scrape rather than failing it, so the process's
+own counters still arrive while Redis is away.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from libs.events.lock import CONFLICT_LAYERS
 from libs.events.stats import DURATION_BUCKETS, RunStats
+from services.gateway.cluster_metrics import ClusterCollector, read_cluster
 from services.gateway.context import context_of
 
 __all__ = [
@@ -21,9 +34,15 @@ __all__ = [
     "RUNS_REJECTED",
     "RUNS_REPLAYED",
     "RUNS_REQUESTED",
+    "SCRAPE_READ_TIMEOUT_S",
     "TASKS_CREATED",
     "metrics_endpoint",
 ]
+
+log = structlog.get_logger(__name__)
+
+SCRAPE_READ_TIMEOUT_S = 2.0
+T = TypeVar("T")
 
 TASKS_CREATED = Counter("ragpoc_tasks_created_total", "Tasks created through this gateway")
 RUNS_REQUESTED = Counter("ragpoc_runs_requested_total", "POST /run-agents requests received")
@@ -66,9 +85,23 @@ class _RunOutcomes(Collector):
         yield from (completed, failed, duration)
 
 
+async def _bounded(read: Awaitable[T], what: str) -> T | None:
+    """`read`'s result, or None when it fails or outlasts SCRAPE_READ_TIMEOUT_S."""
+    try:
+        async with asyncio.timeout(SCRAPE_READ_TIMEOUT_S):
+            return await read
+    except (RedisError, OSError, TimeoutError) as exc:  # this scrape goes without them
+        log.warning("metrics.read_failed", what=what, error=f"{type(exc).__name__}: {exc}")
+        return None
+
+
 async def metrics_endpoint(request: Request) -> Response:
     ctx = context_of(request)
-    outcomes = CollectorRegistry()
-    outcomes.register(_RunOutcomes(await RunStats(ctx.redis, ctx.keys).snapshot()))
-    body = generate_latest(REGISTRY) + generate_latest(outcomes)
+    scraped = CollectorRegistry()
+    stats = await _bounded(RunStats(ctx.redis, ctx.keys).snapshot(), "run_stats")
+    if stats is not None:
+        scraped.register(_RunOutcomes(stats))
+    cluster = await _bounded(read_cluster(ctx.redis, ctx.keys), "cluster")
+    scraped.register(ClusterCollector(cluster, ctx.hub.clients))
+    body = generate_latest(REGISTRY) + generate_latest(scraped)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

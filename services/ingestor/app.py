@@ -15,6 +15,7 @@ from typing import Annotated
 import msgspec
 import openai
 import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -75,6 +76,11 @@ async def search(request: Request) -> Response:
     return JSONResponse({"query": body.query, "hits": [msgspec.to_builtins(h) for h in hits]})
 
 
+async def metrics(_request: Request) -> Response:
+    """The process's metrics (its queue is on the gateways' /metrics, read from Redis)."""
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
 def create_app(settings: Settings, options: IngestSettings | None = None) -> Starlette:
     """The ingestor app; `options` default to the RAGPOC_CHUNK_*/RAGPOC_EMBED_* variables."""
     ingest_options = options or IngestSettings.from_env()
@@ -106,6 +112,10 @@ def create_app(settings: Settings, options: IngestSettings | None = None) -> Sta
             await index.close()
 
     return Starlette(
-        routes=[Route("/health", health), Route("/search", search, methods=["POST"])],
+        routes=[
+            Route("/health", health),
+            Route("/metrics", metrics),
+            Route("/search", search, methods=["POST"]),
+        ],
         lifespan=lifespan,
     )

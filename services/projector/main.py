@@ -38,6 +38,7 @@ from libs.events.store import Entries
 from libs.readmodels import LostRace, load_positions
 from libs.readmodels.archive import SqlArchive
 from libs.readmodels.parking import Projected, apply_or_park, apply_or_park_all
+from services.projector import metrics
 
 __all__ = ["APPLICATION_NAME", "Projector", "projector_engine", "serve", "trim_loop"]
 
@@ -105,6 +106,7 @@ class Projector:
                 self.positions[partition] = projected.position
                 moved[partition] = projected.position
             settled += projected.applied + len(projected.parked)
+            metrics.count_step(projected.applied, len(projected.parked))
             for parked in projected.parked:
                 log.error(
                     "projector.parked",
@@ -167,6 +169,7 @@ class Projector:
                 settled = await self.step(block_ms)
             except Exception as exc:
                 self._stale = True
+                metrics.STEP_FAILURES.inc()
                 if not self.streak.failing and not _dependency_error(exc):
                     log.error("projector.unexpected_error", exc_info=exc)  # a bug: its traceback
                 await pause(stop, self.streak.failed(exc, self.backoff.next_delay()))
@@ -225,4 +228,5 @@ async def serve(settings: Settings) -> None:
 
 
 def main(settings: Settings) -> None:
+    metrics.serve_metrics(settings)
     asyncio.run(serve(settings))

@@ -252,8 +252,15 @@ def test_the_projector_readiness_probe_checks_redis_and_the_database(
     assert "OperationalError" in no_database.stderr
 
 
-def test_the_projector_liveness_probe_passes_while_pid_1_runs(
+def test_the_projector_liveness_probe_asks_its_metrics_server(
     rendered: dict[str, list[Manifest]],
 ) -> None:
-    alive = _run(_probe(rendered["base"], "livenessProbe"), {})
-    assert alive.returncode == 0, alive.stderr
+    projector = next(
+        o
+        for o in rendered["base"]
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == "projector"
+    )
+    container = projector["spec"]["template"]["spec"]["containers"][0]
+    probe = container["livenessProbe"]
+    assert probe["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    assert {"name": "metrics", "containerPort": 9102} in container["ports"]
