@@ -14,11 +14,10 @@ not a known event (written by hand, or by a newer version) is logged and skipped
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections import defaultdict
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections import defaultdict, deque
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
 from typing import cast
 
 import structlog
@@ -35,21 +34,83 @@ QUEUE_LIMIT = 2000
 ALL_TASKS = -1  # subscribe(ALL_TASKS): every event of every task (GET /events)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LiveEvent:
-    """An event as the hub fans it out: `data` is its JSON, encoded once for all the clients."""
+    """An event as the hub fans it out: `data` is its JSON, encoded once for all the clients;
+    `frame` is its task-stream SSE frame, built by the first client that sends it and shared by
+    the others (every client of a task gets the same bytes)."""
 
     stored: StoredEvent
     data: str
+    frame: bytes | None = None
 
 
-@dataclass(eq=False)
 class Subscription:
-    task_id: int
-    queue: asyncio.Queue[LiveEvent | None] = field(
-        default_factory=lambda: asyncio.Queue(QUEUE_LIMIT)
-    )
-    overflowed: bool = False
+    """One client's feed: the events the hub has for it and not yet sent, at most QUEUE_LIMIT.
+
+    The client's task waits on one future that the hub resolves when it adds an event or closes
+    the feed, and that one heartbeat timer per client resolves when the client has been quiet
+    for `heartbeat_s`; that timer is re-armed only when it fires, so a busy client costs no timer
+    per event (an `asyncio.timeout` per wait would)."""
+
+    def __init__(self, task_id: int) -> None:
+        self.task_id = task_id
+        self.pending: deque[LiveEvent] = deque()
+        self.closed = False  # the hub stopped, or dropped this client: no more events
+        self.overflowed = False
+        self.beat_due = False
+        self.quiet_since = 0.0  # loop time of the client's last send
+        self._waiter: asyncio.Future[None] | None = None
+
+    def push(self, live: LiveEvent) -> bool:
+        """Add an event; False when the client is QUEUE_LIMIT events behind."""
+        if len(self.pending) >= QUEUE_LIMIT:
+            return False
+        self.pending.append(live)
+        self._wake()
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Until an event arrives, the feed closes or a heartbeat is due."""
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def follow_silence(self, heartbeat_s: float) -> Callable[[], None]:
+        """Arm the heartbeat timer (it stops by itself once the feed is closed); `live_events`
+        resets `quiet_since` at every send. Returns the function that disarms it."""
+        loop = asyncio.get_running_loop()
+        self.quiet_since = loop.time()
+        handle: asyncio.TimerHandle | None = None
+
+        def check() -> None:
+            nonlocal handle
+            if self.closed:
+                return
+            due_at = self.quiet_since + heartbeat_s
+            if loop.time() >= due_at - 0.005:  # loop timers may fire a millisecond early
+                self.beat_due = True
+                self._wake()
+                due_at = loop.time() + heartbeat_s
+            handle = loop.call_at(due_at, check)
+
+        handle = loop.call_at(self.quiet_since + heartbeat_s, check)
+
+        def disarm() -> None:
+            if handle is not None:
+                handle.cancel()
+
+        return disarm
 
 
 HEARTBEAT = None  # what `live_events` yields after a quiet interval
@@ -57,23 +118,33 @@ HEARTBEAT = None  # what `live_events` yields after a quiet interval
 
 async def live_events(
     subscription: Subscription, heartbeat_s: float
-) -> AsyncIterator[LiveEvent | None]:
-    """A subscription's events as they arrive, and HEARTBEAT (None) after each `heartbeat_s` of
-    silence; ends when the hub stops or drops this client for falling too far behind."""
-    queue = subscription.queue
-    while True:
-        if queue.empty():  # a timer only when the client has to wait (wait_for costs a task)
-            try:
-                async with asyncio.timeout(heartbeat_s):
-                    live = await queue.get()
-            except TimeoutError:
+) -> AsyncGenerator[list[LiveEvent] | None, None]:
+    """A subscription's events as they arrive, every event waiting at that moment in one batch
+    (a client that fell behind catches up with one write, not one per event), and HEARTBEAT
+    (None) after each `heartbeat_s` of silence; ends, once what is pending is sent, when the hub
+    stops or drops this client for falling too far behind."""
+    loop = asyncio.get_running_loop()
+    disarm = subscription.follow_silence(heartbeat_s)
+    try:
+        while True:
+            if not subscription.pending and not subscription.closed:
+                await subscription.wait()
+            if subscription.pending:
+                batch = list(subscription.pending)
+                subscription.pending.clear()
+                subscription.beat_due = False
+                yield batch
+            elif subscription.closed:
+                return
+            elif subscription.beat_due:
+                subscription.beat_due = False
                 yield HEARTBEAT
+            else:
                 continue
-        else:
-            live = queue.get_nowait()
-        if live is None:
-            return
-        yield live
+            subscription.quiet_since = loop.time()  # silence counts from the end of this send
+            subscription.beat_due = False
+    finally:
+        disarm()
 
 
 class EventHub:
@@ -99,8 +170,7 @@ class EventHub:
             await self._task
         for subscriptions in self._subscribers.values():
             for subscription in subscriptions:
-                with contextlib.suppress(asyncio.QueueFull):
-                    subscription.queue.put_nowait(None)
+                subscription.close()
 
     def subscribe(self, task_id: int) -> Subscription:
         subscription = Subscription(task_id)
@@ -108,6 +178,7 @@ class EventHub:
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
+        subscription.close()
         subscribers = self._subscribers.get(subscription.task_id)
         if subscribers is not None:
             subscribers.discard(subscription)
@@ -163,11 +234,6 @@ class EventHub:
             return
         live = LiveEvent(stored, encode(stored.event).decode())
         for subscription in watchers:
-            try:
-                subscription.queue.put_nowait(live)
-            except asyncio.QueueFull:
+            if not subscription.push(live):  # it sends what it has, ends, and resumes from there
                 subscription.overflowed = True
                 self.unsubscribe(subscription)
-                with contextlib.suppress(asyncio.QueueFull):
-                    subscription.queue.get_nowait()
-                    subscription.queue.put_nowait(None)

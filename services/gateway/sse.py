@@ -23,7 +23,7 @@ from libs.readmodels import get_task
 from libs.readmodels.archive import task_history
 from services.gateway.context import GatewayContext, context_of
 from services.gateway.errors import ApiError
-from services.gateway.hub import live_events
+from services.gateway.hub import LiveEvent, live_events
 from services.gateway.tasks_api import path_task_id
 
 __all__ = ["task_events"]
@@ -52,7 +52,14 @@ def resume_point(request: Request) -> str:
     return last or "0-0"
 
 
-async def event_frames(ctx: GatewayContext, task_id: int, after: str) -> AsyncIterator[str]:
+def shared_frame(live: LiveEvent) -> bytes:
+    """The live event's frame, built once for all the clients of its task."""
+    if live.frame is None:
+        live.frame = sse_frame(live.stored, live.data).encode()
+    return live.frame
+
+
+async def event_frames(ctx: GatewayContext, task_id: int, after: str) -> AsyncIterator[str | bytes]:
     yield f"retry: {RETRY_MS}\n\n"
     subscription = ctx.hub.subscribe(task_id)  # before the replay, so nothing falls between
     try:
@@ -69,12 +76,17 @@ async def event_frames(ctx: GatewayContext, task_id: int, after: str) -> AsyncIt
         for stored in history:
             after = stored.stream_id
             yield sse_frame(stored)
-        async for live in live_events(subscription, ctx.settings.sse_heartbeat_s):
-            if live is None:
+        async for batch in live_events(subscription, ctx.settings.sse_heartbeat_s):
+            if batch is None:
                 yield ": heartbeat\n\n"
-            elif is_after(live.stored.stream_id, after):
-                after = live.stored.stream_id
-                yield sse_frame(live.stored, live.data)
+                continue
+            frames = []
+            for live in batch:
+                if is_after(live.stored.stream_id, after):
+                    after = live.stored.stream_id
+                    frames.append(shared_frame(live))
+            if frames:  # one write for the whole batch
+                yield b"".join(frames)
     finally:
         ctx.hub.unsubscribe(subscription)
 

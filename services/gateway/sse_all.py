@@ -95,14 +95,18 @@ async def _frames(ctx: GatewayContext, position: dict[int, str]) -> AsyncIterato
         async for partition, stored in _replay(ctx, dict(position)):
             position[partition] = stored.entry_id
             yield sse_frame(stored, frame_id=format_position(position))
-        async for live in live_events(subscription, ctx.settings.sse_heartbeat_s):
-            if live is None:
+        async for batch in live_events(subscription, ctx.settings.sse_heartbeat_s):
+            if batch is None:
                 yield ": heartbeat\n\n"
                 continue
-            partition = ctx.keys.partition_of(live.stored.event.task_id)
-            if is_after(live.stored.entry_id, position[partition]):
-                position[partition] = live.stored.entry_id
-                yield sse_frame(live.stored, live.data, format_position(position))
+            frames = []
+            for live in batch:
+                partition = ctx.keys.partition_of(live.stored.event.task_id)
+                if is_after(live.stored.entry_id, position[partition]):
+                    position[partition] = live.stored.entry_id
+                    frames.append(sse_frame(live.stored, live.data, format_position(position)))
+            if frames:  # one write for the whole batch
+                yield "".join(frames)
     finally:
         ctx.hub.unsubscribe(subscription)
 
