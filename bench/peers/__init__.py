@@ -1,0 +1,1 @@
+"""Other systems' architectures, rebuilt to run beside rag-poc in the benchmarks."""
