@@ -74,7 +74,8 @@ def test_the_thin_path_and_the_lock_smoke_through_real_processes_then_a_clean_ct
         timeout=60,
     )
     assert smoke.returncode == 0, smoke.stdout + smoke.stderr
-    assert "one run accepted, one refused" in smoke.stdout
+    assert "PASS: " in smoke.stdout
+    assert "one run accepted (202), one refused (409" in smoke.stdout
 
     children = descendants(stack.process.pid)
     assert len(children) >= 5  # mockai, projector, ingestor, runner, gateway (+ valkey)
