@@ -8,7 +8,7 @@ chunk's text and the document's title, source and metadata.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,34 +112,42 @@ class VectorIndex:
                 "collection was built with, or delete the collection and ingest again"
             )
 
-    async def write(self, documents: Sequence[EmbeddedDocument]) -> None:
+    async def write(
+        self, documents: Sequence[EmbeddedDocument], stored: Mapping[str, int] | None = None
+    ) -> None:
         """Store each document's chunks as points 0..n-1, replacing an earlier version.
 
         Every point carries its document's chunk count, so an earlier version's count is one
         lookup (of its point 0) away: its points beyond n are deleted by id, before point 0
-        is overwritten, so a crash in between leaves them findable for the retry."""
-        if not documents:
+        is overwritten, so a crash in between leaves them findable for the retry. `stored`
+        is that lookup done already (`stored_counts`, then corrected by the caller for what
+        it wrote since); None: look up now. Of a document given twice, the last version wins.
+        """
+        latest = list({document.doc.doc_id: document for document in documents}.values())
+        if not latest:
             return
-        await self.ensure_collection(len(documents[0].vectors[0]))
-        earlier = await self._stored_counts([d.doc.doc_id for d in documents])
+        await self.ensure_collection(len(latest[0].vectors[0]))
+        if stored is None:
+            stored = await self.stored_counts([d.doc.doc_id for d in latest])
         stale: list[models.ExtendedPointId] = []
-        for document in documents:
-            count = earlier.get(document.doc.doc_id, 0)
+        for document in latest:
+            count = stored.get(document.doc.doc_id, 0)
             stale += [point_id(document.doc.doc_id, i) for i in range(len(document), count)]
         if stale:
             await self.qdrant.delete(self.collection, models.PointIdsList(points=stale))
-        points = [point for document in documents for point in _points(document)]
+        points = [point for document in latest for point in _points(document)]
         for start in range(0, len(points), _UPSERT_SLICE):
             await self.qdrant.upsert(self.collection, points[start : start + _UPSERT_SLICE])
-        for document in documents:
-            if earlier.get(document.doc.doc_id, 0) < 0:  # stored without a count: use a filter
+        for document in latest:
+            if stored.get(document.doc.doc_id, 0) < 0:  # stored without a count: use a filter
                 stale_filter = _chunks_of(document.doc.doc_id, first=len(document))
                 await self.qdrant.delete(
                     self.collection, models.FilterSelector(filter=stale_filter)
                 )
 
-    async def _stored_counts(self, doc_ids: list[str]) -> dict[str, int]:
-        """doc_id -> chunk count of the stored version (-1: stored without a count)."""
+    async def stored_counts(self, doc_ids: Sequence[str]) -> dict[str, int]:
+        """doc_id -> chunk count of its stored version (-1: stored without a count); a
+        document never stored is absent. The collection must exist."""
         ids: list[models.ExtendedPointId] = [point_id(doc_id, 0) for doc_id in doc_ids]
         records = await self.qdrant.retrieve(
             self.collection, ids, with_payload=["doc_id", "chunks"], with_vectors=False
