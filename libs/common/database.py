@@ -10,9 +10,12 @@ process uses, and nothing here depends on them.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -47,26 +50,59 @@ def create_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
-# One lock per SQLite engine (so per process and database): see `one_writer`.
-_SQLITE_WRITERS: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
+@dataclass
+class _Writers:
+    """A process's turn to write one SQLite database: an asyncio lock for its own tasks, and an
+    advisory lock on a file beside the database for its turn among the other processes."""
+
+    turn: asyncio.Lock
+    lock_file: int | None  # a descriptor of `<database>-writer.lock`; None: no file (in memory)
+
+
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[AsyncEngine, _Writers] = weakref.WeakKeyDictionary()
+FILE_LOCK_POLL_S = 0.0005
 
 
 @asynccontextmanager
 async def one_writer(engine: AsyncEngine) -> AsyncIterator[None]:
-    """On SQLite, hold the process's turn to write; elsewhere nothing. SQLite has one writer at
-    a time, and a connection that finds the database locked sleeps in growing steps (up to
-    100 ms) before it looks again: many writers of one process (a gateway's concurrent
-    requests, a runner's concurrent runs) would sleep past each other's commits, some for
-    hundreds of ms. Queued on this lock they take their turns as soon as each commit is done,
-    and only the turn's holder ever contends with the other processes."""
+    """On SQLite, hold this process's turn to write; elsewhere nothing.
+
+    SQLite has one writer at a time, and a connection that finds the database locked sleeps in
+    growing steps (up to 100 ms) before it looks again: writers would sleep past each other's
+    commits, some for hundreds of ms, while the database sat idle. So writers queue instead:
+    the tasks of one process on an asyncio lock, the processes (gateways, runners, the
+    projector) on an advisory lock of a file beside the database, looked at every half
+    millisecond without blocking the event loop. The kernel drops a dead process's lock."""
     if engine.dialect.name != "sqlite":
         yield
         return
-    lock = _SQLITE_WRITERS.get(engine)
-    if lock is None:
-        lock = _SQLITE_WRITERS.setdefault(engine, asyncio.Lock())
-    async with lock:
-        yield
+    writers = _SQLITE_WRITERS.get(engine) or _SQLITE_WRITERS.setdefault(
+        engine, _Writers(asyncio.Lock(), _open_lock_file(engine))
+    )
+    async with writers.turn:
+        fd = writers.lock_file
+        if fd is None:
+            yield
+            return
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(FILE_LOCK_POLL_S)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _open_lock_file(engine: AsyncEngine) -> int | None:
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    fd = os.open(f"{database}-writer.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    weakref.finalize(engine, os.close, fd)
+    return fd
 
 
 @asynccontextmanager
