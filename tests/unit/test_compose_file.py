@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import yaml
 from libs.common.settings import Settings
 from services.ingestor.settings import IngestSettings
 from services.mockai.settings import MockaiSettings
+from tests.schema_check import check_builtin_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -45,22 +45,8 @@ def environment(service: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in env.items()}
 
 
-CHECK_JSONSCHEMA = (
-    sys.executable,
-    "-m",
-    "check_jsonschema",
-    "--builtin-schema",
-    "vendor.compose-spec",
-)
-
-
 def check_schema(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CHECK_JSONSCHEMA, str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return check_builtin_schema("vendor.compose-spec", path)
 
 
 def test_the_compose_file_follows_the_compose_spec() -> None:

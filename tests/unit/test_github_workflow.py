@@ -5,30 +5,19 @@ Valkey and PostgreSQL, the manual's smoke scripts against `make up`, and the com
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tests.schema_check import check_builtin_schema
+
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
-CHECK_JSONSCHEMA = (
-    sys.executable,
-    "-m",
-    "check_jsonschema",
-    "--builtin-schema",
-    "vendor.github-workflows",
-)
 
 
 def check_schema(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CHECK_JSONSCHEMA, str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return check_builtin_schema("vendor.github-workflows", path)
 
 
 def workflow() -> dict[Any, Any]:
