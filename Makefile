@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck unit install lock clean docs chaos bench-vs-celery
+.PHONY: up test lint typecheck unit install lock clean docs chaos bench-vs-celery test-containers images
 
 # The venv installs the exact versions (and hashes) of requirements/dev-lock.txt, then the
 # project itself without resolving anything: a build today and one next month get the same
@@ -32,6 +32,13 @@ test: lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS); code=$$?; \
 	if [ $$code -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$code
+
+# Consumer groups, duplicate protection, projection and rebuild on PostgreSQL and SSE resume
+# against Valkey and PostgreSQL containers from testcontainers, not the machine's servers. The
+# engine: DOCKER_HOST or /var/run/docker.sock if it answers, else podman (needs the images of
+# `make images`). Without an engine or the images the tests are skipped and say why.
+test-containers: $(STAMP)
+	$(BIN)/pytest -m containers tests/containers $(PYTEST_ARGS)
 
 # The long fault run: CHAOS_MINUTES (10) of random faults against `ragpoc up` plus a second
 # runner and gateway on PostgreSQL, then the history checker's table; exit 1 if a promise broke.
@@ -63,3 +70,9 @@ docs: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .ragpoc .mypy_cache .pytest_cache .ruff_cache
+
+# The container images, built with podman from Debian's mirror and PyPI only (no registry):
+# localhost/ragpoc:local (deploy/Dockerfile) and the Valkey/PostgreSQL servers the container
+# tests use. A step is skipped while its inputs are unchanged; IMAGES_FORCE=1 rebuilds all.
+images:
+	deploy/images/build.sh

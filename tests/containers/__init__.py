@@ -1,0 +1,1 @@
+"""The testcontainers suite: integration tests against Valkey and PostgreSQL in containers."""
