@@ -63,16 +63,20 @@ class Cluster:
 
 
 def wait_healthy(
-    service: str, process: subprocess.Popen[bytes], port: int, log_tail: Callable[[], str]
+    service: str,
+    process: subprocess.Popen[bytes],
+    port: int,
+    log_tail: Callable[[], str],
+    path: str = "/health",
 ) -> str:
-    """The service's URL once its /health answers 200 (fails if it exits first)."""
+    """The service's URL once `path` answers 200 (fails if the process exits first)."""
     url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
         if process.poll() is not None:
             raise AssertionError(f"{service} exited:\n{log_tail()}")
         try:
-            return httpx.get(f"{url}/health", timeout=1).status_code == 200
+            return httpx.get(f"{url}{path}", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -80,7 +84,7 @@ def wait_healthy(
         healthy,
         within=60,
         interval=0.1,
-        message=lambda: f"{service} did not answer /health:\n{log_tail()}",
+        message=lambda: f"{service} did not answer {path}:\n{log_tail()}",
     )
     return url
 

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from tests.conftest import free_port, unavailable
+from tests.e2e.processes import wait_healthy
 from tests.eventually import eventually_sync
 from tests.promql_names import metric_names
 from tests.stackproc import ragpoc_up
@@ -75,18 +76,10 @@ def prometheus(folder: Path, targets: dict[str, int]) -> Iterator[str]:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    url = f"http://127.0.0.1:{port}"
     try:
-
-        def ready() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"prometheus exited:\n{log.read_text()[-3000:]}")
-            try:
-                return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        eventually_sync(ready, within=30, interval=0.2, message="prometheus not ready")
+        url = wait_healthy(
+            "prometheus", process, port, lambda: log.read_text()[-3000:], path="/-/ready"
+        )
         yield url
     finally:
         process.terminate()  # by its PID: only the process this test started

@@ -18,7 +18,11 @@ from libs.common import Settings
 from libs.common.database import create_engine, create_schema
 from libs.events import EventStore, Keys, connect_redis
 from libs.events.stats import RunStats
+from services.gateway.admission import Admitted, Refused, admit_run
 from services.gateway.app import create_app as gateway_app
+from services.gateway.context import GatewayContext
+from services.gateway.hub import EventHub
+from services.gateway.projection_watch import ProjectionWatch
 from services.ingestor.app import create_app as ingestor_app
 from services.mockai import create_app as mockai_app
 from services.projector.main import Projector
@@ -43,6 +47,26 @@ class InProcessStack:
         """The types of the events on the task's stream, oldest first."""
         events = await self.store.task_events(task_id)
         return [str(type(e.event).__struct_config__.tag) for e in events]
+
+    async def admit_directly(self, keys: Keys, task_id: int, run_id: str) -> Admitted | Refused:
+        """The gateway's admission past its precheck (the lock, then the claim), called as an
+        endpoint calls it, on a context of this stack's clients."""
+        engine = create_engine(self.settings.sqlalchemy_url)
+        ctx = GatewayContext(
+            settings=self.settings,
+            keys=keys,
+            redis=self.store.redis,
+            store=self.store,
+            locks=TaskLocks(self.store.redis, keys),
+            engine=engine,
+            follower=self.store,
+            hub=EventHub(self.store),
+            projection=ProjectionWatch(self.store.redis, engine, keys),
+        )
+        try:
+            return await admit_run(ctx, task_id, run_id)
+        finally:
+            await engine.dispose()
 
     async def wait_for_event(self, task_id: int, event_type: str) -> None:
         """Until the task's stream holds an `event_type` event (10 s at most). A run's

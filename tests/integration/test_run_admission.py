@@ -13,7 +13,7 @@ from libs.commandside.claims import claim_task, get_claim
 from libs.commandside.locks import TaskLocks
 from libs.common.database import create_engine
 from libs.events import Keys
-from services.gateway.admission import Refused, admit_run
+from services.gateway.admission import Refused
 from tests.integration.inprocess import InProcessStack, in_process_stack
 
 
@@ -122,30 +122,11 @@ async def test_an_expired_claim_no_longer_guards_the_task(stack: InProcessStack)
 async def test_the_lock_layer_refuses_when_the_lock_was_taken_after_the_precheck(
     stack: InProcessStack, keys: Keys
 ) -> None:
-    from services.gateway.context import GatewayContext
-    from services.gateway.hub import EventHub
-    from services.gateway.projection_watch import ProjectionWatch
-
     task_id = await stack.new_task()
     locks = TaskLocks(stack.store.redis, keys)
     taken = await locks.acquire(task_id, "racer", 30_000)
     assert not isinstance(taken, Refused)
-    engine = create_engine(stack.settings.sqlalchemy_url)
-    ctx = GatewayContext(
-        settings=stack.settings,
-        keys=keys,
-        redis=stack.store.redis,
-        store=stack.store,
-        locks=locks,
-        engine=engine,
-        follower=stack.store,
-        hub=EventHub(stack.store),
-        projection=ProjectionWatch(stack.store.redis, engine, keys),
-    )
-    try:
-        outcome = await admit_run(ctx, task_id, "late-run")
-    finally:
-        await engine.dispose()
+    outcome = await stack.admit_directly(keys, task_id, "late-run")
     assert isinstance(outcome, Refused)
     assert (outcome.layer, outcome.holder_run_id) == ("lock", "racer")
 

@@ -22,7 +22,7 @@ from libs.commandside.locks import TaskLocks
 from libs.common.database import create_engine
 from libs.events import Keys
 from services.gateway import sentinels
-from services.gateway.admission import Refused, admit_run
+from services.gateway.admission import Refused
 from tests.integration.inprocess import InProcessStack, in_process_stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,31 +117,12 @@ async def test_a_refusal_by_the_database_claim_names_the_db_layer(stack: InProce
 async def test_a_refusal_by_the_lock_names_the_lock_layer(
     stack: InProcessStack, keys: Keys
 ) -> None:
-    from services.gateway.context import GatewayContext
-    from services.gateway.hub import EventHub
-    from services.gateway.projection_watch import ProjectionWatch
-
     folder = stack.settings.sentinel_dir
     assert folder is not None
     task_id = await stack.new_task()
     locks = TaskLocks(stack.store.redis, keys)
     assert not isinstance(await locks.acquire(task_id, "racer", 30_000), Refused)
-    engine = create_engine(stack.settings.sqlalchemy_url)
-    ctx = GatewayContext(
-        settings=stack.settings,
-        keys=keys,
-        redis=stack.store.redis,
-        store=stack.store,
-        locks=locks,
-        engine=engine,
-        follower=stack.store,
-        hub=EventHub(stack.store),
-        projection=ProjectionWatch(stack.store.redis, engine, keys),
-    )
-    try:
-        assert isinstance(await admit_run(ctx, task_id, "late-run"), Refused)
-    finally:
-        await engine.dispose()
+    assert isinstance(await stack.admit_directly(keys, task_id, "late-run"), Refused)
     [(_, conflict)] = lines(folder, sentinels.LOCK_CONFLICT_FILE)
     assert (conflict["layer"], conflict["run_id"], conflict["holder"]) == (
         "lock",

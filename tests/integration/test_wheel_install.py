@@ -28,8 +28,7 @@ import redis
 from packaging.requirements import Requirement
 
 from tests.conftest import free_port, unavailable
-from tests.e2e.processes import stop_all
-from tests.eventually import eventually_sync
+from tests.e2e.processes import stop_all, wait_healthy
 
 pytestmark = pytest.mark.e2e
 
@@ -151,23 +150,8 @@ def gateway(venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"the gateway exited:\n{log_path.read_text()[-4000:]}")
-        try:
-            return httpx.get(f"{url}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        eventually_sync(
-            answers,
-            within=60,
-            interval=0.2,
-            message=lambda: f"the gateway never answered:\n{log_path.read_text()[-4000:]}",
-        )
+        url = wait_healthy("the gateway", process, port, lambda: log_path.read_text()[-4000:])
         yield url
     finally:
         stop_all([process])
