@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck unit install lock clean docs chaos bench-vs-celery test-containers images
+.PHONY: up test lint typecheck unit install lock clean docs chaos bench-vs-celery test-containers images compose-smoke
 
 # The venv installs the exact versions (and hashes) of requirements/dev-lock.txt, then the
 # project itself without resolving anything: a build today and one next month get the same
@@ -76,3 +76,9 @@ clean:
 # tests use. A step is skipped while its inputs are unchanged; IMAGES_FORCE=1 rebuilds all.
 images:
 	deploy/images/build.sh
+
+# docker-compose.yml on those images (deploy/compose.local.yml), under podman-compose: every
+# service healthy, the lock smoke test with the sentinel files inside mcp, an e2e run, then
+# `compose down` and a check that nothing of the stack is left. Own project name, loopback ports.
+compose-smoke: $(STAMP) images
+	$(BIN)/python scripts/run_compose_smoke.py --local-images

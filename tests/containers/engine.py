@@ -28,8 +28,8 @@ import docker
 import docker.errors
 
 DOCKER_SOCKET = Path("/var/run/docker.sock")
-LOCAL_IMAGES = {"valkey": "localhost/ragpoc-valkey:8", "postgres": "localhost/ragpoc-postgres:15"}
-PUBLIC_IMAGES = {"valkey": "valkey/valkey:8", "postgres": "postgres:16"}
+LOCAL_IMAGES = {"valkey": "localhost/ragpoc-valkey:9", "postgres": "localhost/ragpoc-postgres:15"}
+PUBLIC_IMAGES = {"valkey": "valkey/valkey:9.0", "postgres": "postgres:16"}
 IMAGE_VARIABLES = {"valkey": "RAGPOC_TEST_VALKEY_IMAGE", "postgres": "RAGPOC_TEST_POSTGRES_IMAGE"}
 PING_TIMEOUT_S = 3
 SERVICE_START_TIMEOUT_S = 15

@@ -20,7 +20,7 @@ import redis
 
 pytestmark = pytest.mark.containers
 
-VALKEY_IMAGE = "localhost/ragpoc-valkey:8"
+VALKEY_IMAGE = "localhost/ragpoc-valkey:9"
 POSTGRES_IMAGE = "localhost/ragpoc-postgres:15"
 PROJECT_IMAGE = "localhost/ragpoc:local"
 READY_TIMEOUT_S = 30

@@ -97,7 +97,8 @@ def test_worker_runs_two_replicas_of_the_runner() -> None:
 def test_mcp_is_the_gateway_on_port_8001_with_sentinels() -> None:
     mcp = services()["mcp"]
     assert mcp["command"] == ["gateway"]
-    assert "8001:8001" in [str(port) for port in mcp["ports"]]
+    # published on the host's loopback unless MCP_PUBLISH says otherwise
+    assert mcp["ports"] == ["${MCP_PUBLISH:-127.0.0.1:8001}:8001"]
     assert environment("mcp")["RAGPOC_SENTINEL_DIR"] == "/tmp"
     assert environment("mcp")["GATEWAY_PORT"] == "8001"
 
@@ -203,3 +204,65 @@ def test_the_compose_healthchecks_name_services_the_image_knows() -> None:
         if "ragpoc-healthcheck" in test:
             assert test[-1] in known, f"{name}: the image's healthcheck knows no {test[-1]}"
             assert test[-1] == service["command"][0]
+
+
+# --- deploy/compose.local.yml: the same stack on the images `make images` builds ---
+
+LOCAL_OVERRIDE = ROOT / "deploy" / "compose.local.yml"
+BUILD_SCRIPT = ROOT / "deploy" / "images" / "build.sh"
+
+
+class _Reset:
+    """`!reset`: the value of docker-compose.yml is dropped."""
+
+
+class _OverrideLoader(yaml.SafeLoader):
+    """Reads compose's `!reset` and `!override` tags (plain YAML does not know them)."""
+
+
+_OverrideLoader.add_constructor("!reset", lambda loader, node: _Reset())
+_OverrideLoader.add_constructor(
+    "!override", lambda loader, node: {"override": loader.construct_sequence(node)}
+)
+
+
+def local_override() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.load(LOCAL_OVERRIDE.read_text(), Loader=_OverrideLoader)
+    return loaded
+
+
+def test_the_local_override_names_only_services_of_the_stack() -> None:
+    assert set(local_override()["services"]) <= set(services())
+
+
+def test_every_local_image_is_one_make_images_builds() -> None:
+    built = set(re.findall(r"^[A-Z_]+_IMAGE=(localhost/\S+)$", BUILD_SCRIPT.read_text(), re.M))
+    for name, service in local_override()["services"].items():
+        if isinstance(service, _Reset):
+            continue
+        assert service["image"] in built, f"{name}: {service['image']} is not built by build.sh"
+    running = {
+        name for name, s in local_override()["services"].items() if not isinstance(s, _Reset)
+    }
+    # every service of the stack that is kept runs a local image: none is pulled from a registry
+    kept = {
+        name
+        for name in services()
+        if not isinstance(local_override()["services"].get(name), _Reset)
+    }
+    assert kept == running
+
+
+def test_without_a_qdrant_image_the_ingestor_keeps_its_index_in_local_mode() -> None:
+    override = local_override()
+    assert isinstance(override["services"]["qdrant"], _Reset)
+    ingestor = override["services"]["ingestor"]
+    assert ingestor["environment"]["QDRANT_URL"] == ""
+    assert ingestor["volumes"] == ["ingestor-data:/data"]
+    assert "qdrant" not in ingestor["depends_on"]["override"]
+    # the runners reach the index through the ingestor only, so none of them needs Qdrant
+    assert all(
+        "qdrant" not in services()[name].get("depends_on", {})
+        for name in services()
+        if name != "ingestor"
+    )
