@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck unit install lock clean docs chaos bench-vs-celery test-containers images compose-smoke
+.PHONY: up test lint typecheck security unit install lock clean docs chaos bench-vs-celery test-containers images compose-smoke
 
 # The venv installs the exact versions (and hashes) of requirements/dev-lock.txt, then the
 # project itself without resolving anything: a build today and one next month get the same
@@ -27,8 +27,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# bandit's static security checks: no finding of medium or high severity (-ll) in the code
+# that runs; each deliberate exception is marked `# nosec BNNN` with its reason beside it.
+security: $(STAMP)
+	$(BIN)/bandit --quiet --recursive --severity-level medium libs services scripts bench
+
 # pytest exits 5 when it collected no test: that is a failure, said plainly.
-test: lint typecheck
+test: lint typecheck security
 	$(BIN)/pytest $(PYTEST_ARGS); code=$$?; \
 	if [ $$code -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$code

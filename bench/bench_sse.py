@@ -86,6 +86,8 @@ def read_reports(paths: list[str]) -> list[dict[str, Any]]:
 def remove_files(paths: list[str]) -> None:
     for path in paths:
         Path(path).unlink(missing_ok=True)
+    for folder in {Path(path).parent for path in paths}:
+        folder.rmdir()
 
 
 async def sse_run(
@@ -101,7 +103,9 @@ async def sse_run(
     procs: int,
 ) -> Outcome:
     shares = [clients // procs + (i < clients % procs) for i in range(procs)]
-    outs = [tempfile.mktemp(suffix=".json") for _ in shares]
+    # each client process writes its report into a folder only this run can write to
+    folder = tempfile.mkdtemp(prefix="bench-sse-")
+    outs = [os.path.join(folder, f"clients-{n}.json") for n in range(len(shares))]
     children = [
         await asyncio.create_subprocess_exec(
             sys.executable,

@@ -4,7 +4,9 @@
 1. `compose up -d` of docker-compose.yml (with --local-images also deploy/compose.local.yml,
    the images `make images` builds), under a project name of its own so a stack you run is
    not touched. The gateway and Prometheus are published on 127.0.0.1 at free ports; the
-   services talk over the network compose creates for the project.
+   services talk over the network compose creates for the project. The gateway gets one
+   write token, random for this run (RAGPOC_API_TOKENS=smoke:write:<token>); the two scripts
+   below get it as RAGPOC_API_TOKEN, so they go through its authentication.
 2. Waits until every container reports healthy. podman runs health checks from systemd
    timers; where PID 1 is not systemd (most CI containers) no timer fires, so this script runs
    each container's check itself (`podman healthcheck run`), as the timers would.
@@ -143,7 +145,7 @@ def prometheus_scrapes_every_target(
     return problem
 
 
-def checks(stack: Stack, args: argparse.Namespace, urls: dict[str, str]) -> list[str]:
+def checks(stack: Stack, args: argparse.Namespace, urls: dict[str, str], token: str) -> list[str]:
     """Brings the stack up and checks it; returns what failed."""
     start = time.monotonic()
     expected = stack.expected_containers()
@@ -159,7 +161,7 @@ def checks(stack: Stack, args: argparse.Namespace, urls: dict[str, str]) -> list
     scrape_problem = prometheus_scrapes_every_target(urls["prometheus"], expected.get("worker", 0))
     if scrape_problem:
         failed.append(f"prometheus does not scrape every target: {scrape_problem}")
-    env = dict(os.environ)
+    env = stack.env | {"RAGPOC_API_TOKEN": token}  # in the environment: never printed
     smoke = [
         sys.executable,
         str(ROOT / "scripts" / "run_lock_smoke.py"),
@@ -186,11 +188,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     files = [COMPOSE_FILE] + ([LOCAL_IMAGES_FILE] if args.local_images else [])
     gateway_port, prometheus_port = free_port(), free_port()
+    token = secrets.token_urlsafe(24)
     env = dict(os.environ)
     env |= {
         "MCP_PUBLISH": f"127.0.0.1:{gateway_port}",
         "PROMETHEUS_PUBLISH": f"127.0.0.1:{prometheus_port}",
         "TEST_HOLD_SECONDS": str(args.hold_seconds),
+        "RAGPOC_API_TOKENS": f"smoke:write:{token}",
     }
     project = args.project or f"ragpoc-smoke-{secrets.token_hex(3)}"
     stack = Stack(front_end, files, project, env)
@@ -205,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     error = None
     try:
         urls = {"gateway": gateway, "prometheus": f"http://127.0.0.1:{prometheus_port}"}
-        failed = checks(stack, args, urls)
+        failed = checks(stack, args, urls, token)
     except (SmokeError, subprocess.TimeoutExpired) as exc:
         error = str(exc)
         show_failure(stack)
@@ -217,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "--keep: the stack stays up; take it down with: "
                 f"{shlex.join(stack.compose)} down --volumes"
             )
+            say(f"--keep: its gateway's write token (RAGPOC_API_TOKEN) is {token}")
         else:
             down = stack.run("down", "--volumes")
             if down.returncode != 0:
@@ -232,9 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if failed:
         print(f"FAIL: {'; '.join(failed)}", flush=True)
         return EXIT_FAIL
+    ending = "the stack left up (--keep)" if args.keep else "nothing left after down"
     print(
-        "PASS: every service healthy and scraped, lock smoke test and e2e run passed, "
-        "nothing left after down",
+        "PASS: every service healthy and scraped, lock smoke test and e2e run passed "
+        f"through the API token, {ending}",
         flush=True,
     )
     return EXIT_PASS

@@ -7,13 +7,18 @@ the agent with `?wait`, and check that the retrieved text is visible in the resp
 
 Without --base-url it starts `ragpoc up` itself (free ports, a temporary data folder) and stops
 it afterwards. --mock, or no OPENAI_API_KEY in the environment, makes that stack use mockai;
-otherwise it uses OPENAI_BASE_URL/OPENAI_API_KEY.
+otherwise it uses OPENAI_BASE_URL/OPENAI_API_KEY. That stack runs with one write token (the
+--token given, else a random one), so the check goes through the gateway's authentication.
+
+A gateway with API tokens (RAGPOC_API_TOKENS) wants a write token: --token, or the environment
+variable RAGPOC_API_TOKEN; it is sent as `Authorization: Bearer`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -40,6 +45,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--base-url", help="a running gateway (default: start a stack)")
     parser.add_argument("--mock", action="store_true", help="use mockai even with OPENAI_API_KEY")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("RAGPOC_API_TOKEN") or None,
+        help="a write token of the gateway, sent as `Authorization: Bearer` "
+        "[env RAGPOC_API_TOKEN; with no --base-url: the token of the stack started]",
+    )
     parser.add_argument("--wait", type=float, default=60, help="seconds to wait for each step")
     return parser.parse_args(argv)
 
@@ -51,10 +62,16 @@ def free_port() -> int:
         return port
 
 
+def auth_headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 @contextmanager
-def own_stack(mock: bool) -> Iterator[str]:
+def own_stack(mock: bool, token: str) -> Iterator[str]:
+    """`ragpoc up` whose gateway accepts `token` (a write token) and no request without it."""
     port = free_port()
     env = dict(os.environ)
+    env.pop("RAGPOC_API_TOKENS_FILE", None)  # the one token below, whatever this shell has
     env.pop("REDIS_URL", None)
     if mock:
         env.pop("OPENAI_BASE_URL", None)
@@ -65,6 +82,7 @@ def own_stack(mock: bool) -> Iterator[str]:
             "INGESTOR_PORT": str(free_port()),
             "MOCKAI_PORT": str(free_port()),
             "RAGPOC_LOG_FORMAT": "json",
+            "RAGPOC_API_TOKENS": f"e2e:write:{token}",
         }
         log_path = Path(data) / "up.log"
         with log_path.open("wb") as log:
@@ -92,13 +110,22 @@ def own_stack(mock: bool) -> Iterator[str]:
                 stack.kill()
 
 
-def check(base_url: str, wait: float) -> list[str]:
+def check(base_url: str, wait: float, token: str | None) -> list[str]:
     problems: list[str] = []
-    with httpx.Client(base_url=base_url, timeout=wait + 30) as api:
-        task = api.post(
+    headers = auth_headers(token)
+    with httpx.Client(base_url=base_url, timeout=wait + 30, headers=headers) as api:
+        created = api.post(
             "/api/tasks",
             json={"title": "What colour is the sky over the Azores after a storm?"},
-        ).json()
+        )
+        if created.status_code == 401 and token:
+            return ["the gateway refuses the token (--token or RAGPOC_API_TOKEN) as not valid"]
+        if created.status_code == 401:
+            return ["the gateway wants an API token: pass --token or set RAGPOC_API_TOKEN"]
+        if created.status_code == 403:
+            return ["the token is a read token: the check needs a write token"]
+        created.raise_for_status()
+        task = created.json()
         print(f"task {task['id']} created")
         ingested = api.post(
             "/api/ingest",
@@ -129,10 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     mock = args.mock or not os.environ.get("OPENAI_API_KEY")
     try:
         if args.base_url:
-            problems = check(args.base_url, args.wait)
+            problems = check(args.base_url, args.wait, args.token)
         else:
-            with own_stack(mock) as url:
-                problems = check(url, args.wait)
+            token = args.token or secrets.token_urlsafe(24)
+            with own_stack(mock, token) as url:
+                problems = check(url, args.wait, token)
     except (httpx.HTTPError, RuntimeError) as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,10 @@ the gap between the requests). Then it checks:
   task since the script started. --compose reads them inside the gateway's container (service
   `mcp`, folder /tmp) with `docker compose exec`, or podman's compose when that is the engine.
 
+A gateway with API tokens (RAGPOC_API_TOKENS) wants a write token: --token, or the
+environment variable RAGPOC_API_TOKEN (better: it stays out of the process list and the shell's
+history); it is sent as `Authorization: Bearer`.
+
 The last line printed is the verdict, `PASS: ...` or `FAIL: ...`.
 
     python scripts/run_lock_smoke.py --base-url http://127.0.0.1:8001 --sentinel-dir /tmp
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shlex
 import shutil
 import subprocess
@@ -66,6 +71,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--base-url", default="http://127.0.0.1:8001", help="the gateway [http://127.0.0.1:8001]"
     )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("RAGPOC_API_TOKEN") or None,
+        help="a write token of the gateway, sent as `Authorization: Bearer` "
+        "[env RAGPOC_API_TOKEN; none: the gateway runs without tokens]",
+    )
     parser.add_argument("--task-id", type=int, help="an existing task (default: create one)")
     parser.add_argument(
         "--hold-seconds",
@@ -90,7 +101,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--container-dir",
-        default="/tmp",
+        # a folder inside the container, only read through the compose front-end
+        default="/tmp",  # nosec B108
         help="with --compose: the service's RAGPOC_SENTINEL_DIR, inside its container [/tmp]",
     )
     parser.add_argument(
@@ -120,6 +132,23 @@ def compose_command(explicit: str | None) -> list[str]:
             return list(engine)
     names = ", ".join(" ".join(engine) for engine in COMPOSE_ENGINES)
     raise SmokeError(f"--compose: none of {names} is installed and working")
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def refused_credentials(exc: httpx.HTTPError, token: str | None) -> str | None:
+    """What to do about a 401 or 403 of the gateway; None for any other failure."""
+    if not isinstance(exc, httpx.HTTPStatusError):
+        return None
+    if exc.response.status_code == 401 and token:
+        return "the gateway refuses the token (--token or RAGPOC_API_TOKEN) as not valid"
+    if exc.response.status_code == 401:
+        return "the gateway wants an API token: pass --token or set RAGPOC_API_TOKEN"
+    if exc.response.status_code == 403:
+        return "the token is a read token: the smoke test needs a write token"
+    return None
 
 
 class LocalSentinels:
@@ -238,7 +267,8 @@ def snapshot(sentinels: Sentinels | None) -> dict[str, list[str]]:
 
 
 async def smoke(args: argparse.Namespace, sentinels: Sentinels | None) -> Outcome:
-    async with httpx.AsyncClient(base_url=args.base_url, timeout=30) as client:
+    headers = auth_headers(args.token)
+    async with httpx.AsyncClient(base_url=args.base_url, timeout=30, headers=headers) as client:
         task_id = args.task_id
         if task_id is None:
             created = await client.post(
@@ -256,6 +286,8 @@ async def smoke(args: argparse.Namespace, sentinels: Sentinels | None) -> Outcom
             replies = await run_pair(client, task_id, 0)
         for reply in replies:
             print(f"POST /run-agents -> {reply.status_code} {reply.text}")
+            if reply.status_code in (401, 403):
+                reply.raise_for_status()  # the credentials, not the locks: no verdict on them
         outcome = Outcome(task_id, statuses=[r.status_code for r in replies])
         outcome.conflict_layers = [
             str(r.json().get("error", {}).get("layer")) for r in replies if r.status_code == 409
@@ -288,7 +320,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"FAIL: {exc}")
         return EXIT_ERROR
     except httpx.HTTPError as exc:
-        print(f"FAIL: cannot talk to the gateway at {args.base_url}: {exc!r}")
+        refused = refused_credentials(exc, args.token)
+        if refused:
+            print(f"FAIL: {args.base_url}: {refused}")
+        else:
+            print(f"FAIL: cannot talk to the gateway at {args.base_url}: {exc!r}")
         return EXIT_ERROR
     verdict = outcome.verdict()
     print(verdict)

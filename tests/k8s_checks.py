@@ -4,7 +4,8 @@
 strict: an unknown field is an error, as with `kubectl apply`'s strict field validation) and
 the KEDA objects against the CRD schemas vendored in `deploy/k8s/schemas/`, made strict the
 same way. `consistency_problems`: what the schemas cannot see, i.e. that the objects fit each
-other and rag-poc itself (settings, service commands and ports, stream and group names).
+other and rag-poc itself (settings, service commands and ports, stream and group names, the
+gateway's API tokens from a Secret the cluster provides).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from starlette.routing import Route
 
 from libs.common.settings import Settings, SettingsError, load_settings
 from services.cli.serve import SERVICES
+from services.gateway.tokens import gateway_tokens
 from services.ingestor.settings import IngestSettings
 from services.mockai.settings import MockaiSettings
 from tests.k8s_keda import KEDA_SCHEMA_FILES, keda_problems, keda_validator
-from tests.k8s_objects import by_kind, container_env, pod_labels, selected
+from tests.k8s_objects import EXTERNAL_SECRETS, by_kind, container_env, pod_labels, selected
 from tests.k8s_render import Manifest, object_id
 
 __all__ = ["KUBERNETES_VERSION", "consistency_problems", "schema_problems"]
@@ -118,6 +120,11 @@ def _container_problems(
         return [*problems, f"{ident}: its environment is refused: {error}"]
     if SERVICES[service][1] and not settings.redis_url:
         problems.append(f"{ident}: `ragpoc {service}` needs REDIS_URL")
+    if service == "gateway":
+        try:
+            gateway_tokens(settings)
+        except SettingsError as error:
+            problems.append(f"{ident}: the gateway would refuse to start: {error}")
     if service in CONSUMERS and grace_s <= settings.consumer_drain_s:
         problems.append(
             f"{ident}: terminationGracePeriodSeconds {grace_s} does not outlast "
@@ -215,10 +222,33 @@ def _config_problems(objects: list[Manifest]) -> list[str]:
     return problems
 
 
+def _token_problems(objects: list[Manifest]) -> list[str]:
+    """The API tokens stay out of the manifests, and only the gateway reads them."""
+    problems = [
+        f"{object_id(secret)}: holds what the cluster provides (API tokens): create it there, "
+        "never in the manifests"
+        for secret in by_kind(objects, "Secret")
+        if secret["metadata"]["name"] in EXTERNAL_SECRETS
+    ]
+    for deployment in by_kind(objects, "Deployment"):
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            if container.get("command", [])[1:] == ["gateway"]:
+                continue
+            for item in container.get("env", []):
+                ref = (item.get("valueFrom") or {}).get("secretKeyRef") or {}
+                if ref.get("name") in EXTERNAL_SECRETS:
+                    problems.append(
+                        f"{object_id(deployment)} {container['name']}: reads the API tokens "
+                        f"(Secret {ref['name']}), which only the gateway needs"
+                    )
+    return problems
+
+
 def consistency_problems(objects: list[Manifest]) -> list[str]:
     return (
         _deployment_problems(objects)
         + _service_problems(objects)
         + _config_problems(objects)
+        + _token_problems(objects)
         + keda_problems(objects)
     )

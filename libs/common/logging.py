@@ -10,6 +10,8 @@ import sys
 
 import structlog
 
+from libs.common.redact import redact_log_fields
+
 __all__ = ["configure_logging"]
 
 
@@ -26,7 +28,8 @@ def configure_logging(level: str = "info", fmt: str = "auto", service: str = "")
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        # passwords are masked last, after the exception text is formatted into the line
+        processors=[*shared, structlog.processors.format_exc_info, redact_log_fields, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
@@ -37,7 +40,12 @@ def configure_logging(level: str = "info", fmt: str = "auto", service: str = "")
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact_log_fields,
+                renderer,
+            ],
         )
     )
     root = logging.getLogger()

@@ -9,15 +9,14 @@ chunking, mockai's embedding size) owns another `EnvSettings` subclass beside it
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, ClassVar, Self
+from typing import Annotated
 
 import msgspec
 
-from libs.common.errors import RagpocError
+from libs.common.envsettings import EnvSettings, SettingsError
+from libs.common.redact import redact
 
 __all__ = [
     "ENVIRONMENT",
@@ -28,48 +27,6 @@ __all__ = [
     "describe_environment",
     "load_settings",
 ]
-
-
-class SettingsError(RagpocError, ValueError):
-    """A setting in the environment is missing or malformed; the message names the variable."""
-
-
-class EnvSettings(msgspec.Struct, frozen=True, kw_only=True):
-    """Base of every settings struct: `ENVIRONMENT` maps variable -> (field, meaning); the
-    field's type, bounds and default are the struct's."""
-
-    ENVIRONMENT: ClassVar[dict[str, tuple[str, str]]] = {}
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
-        """Build the settings from the environment, failing fast with the variable's name.
-        An empty variable counts as unset."""
-        env = os.environ if environ is None else environ
-        raw = {
-            field: value
-            for variable, (field, _) in cls.ENVIRONMENT.items()
-            if (value := env.get(variable))
-        }
-        try:
-            return msgspec.convert(raw, cls, strict=False, dec_hook=_decode_path)
-        except msgspec.ValidationError as exc:
-            match = re.search(r"\$\.(\w+)", str(exc))
-            field = match.group(1) if match else ""
-            variable = next((v for v, (f, _) in cls.ENVIRONMENT.items() if f == field), "")
-            if not variable:  # a rule across fields (__post_init__) names its variables itself
-                raise SettingsError(str(exc)) from exc
-            raise SettingsError(f"environment variable {variable} is invalid: {exc}") from exc
-
-    @classmethod
-    def describe(cls) -> str:
-        """One line per variable: its name, meaning and default, for `--help`."""
-        defaults = cls()
-        lines = []
-        for variable, (field, meaning) in cls.ENVIRONMENT.items():
-            default = getattr(defaults, field)
-            shown = f" [default: {default}]" if default not in ("", None) else ""
-            lines.append(f"  {variable:<32} {meaning}{shown}")
-        return "\n".join(lines)
 
 
 class Settings(EnvSettings, frozen=True, kw_only=True):
@@ -86,6 +43,7 @@ class Settings(EnvSettings, frozen=True, kw_only=True):
     namespace: str = "ragpoc"
     partitions: int = 16
     host: str = "127.0.0.1"
+    internal_host: str = "127.0.0.1"
     gateway_port: int = 8001
     ingestor_port: int = 8002
     mockai_port: int = 1573
@@ -117,6 +75,34 @@ class Settings(EnvSettings, frozen=True, kw_only=True):
     trim_interval_s: float = 60.0
     up_crash_limit: int = 5
     up_crash_window_s: float = 60.0
+    api_tokens: str = ""
+    api_tokens_file: Path | None = None
+    metrics_public: bool = True
+    allow_open: bool = False
+    allowed_hosts: str = ""
+    max_sse_clients: Annotated[int, msgspec.Meta(ge=0)] = 10_000
+    max_waiters: Annotated[int, msgspec.Meta(ge=0)] = 1_000
+    run_rate_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 600
+
+    def __repr__(self) -> str:
+        """The settings without the API tokens' secrets and the URLs' passwords, should they
+        ever be printed."""
+        hidden = {"api_tokens", "openai_api_key"}
+
+        def shown(name: str) -> str:
+            value = getattr(self, name)
+            if name in hidden and value:
+                return "<hidden>"
+            return repr(redact(value)) if isinstance(value, str) else repr(value)
+
+        fields = (f"{name}={shown(name)}" for name in self.__struct_fields__)
+        return f"{type(self).__name__}({', '.join(fields)})"
+
+    @property
+    def allowed_host_names(self) -> list[str]:
+        """The Host header names the gateway answers to (RAGPOC_ALLOWED_HOSTS, comma-separated);
+        empty: the default for its bind address (loopback names on loopback, any elsewhere)."""
+        return [name.strip() for name in self.allowed_hosts.split(",") if name.strip()]
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -138,7 +124,13 @@ class Settings(EnvSettings, frozen=True, kw_only=True):
     @property
     def ingestor_url(self) -> str:
         """Where the gateway and runners reach the ingestor (INGESTOR_URL, else this host)."""
-        return self.ingestor_base_url or f"http://{self.host}:{self.ingestor_port}"
+        if self.ingestor_base_url:
+            return self.ingestor_base_url
+        # an ingestor bound to every interface is reached on this machine's loopback (a
+        # comparison with the wildcard address, not a bind: hence the nosec)
+        wildcard = self.internal_host in ("0.0.0.0", "::", "")  # nosec B104
+        host = "127.0.0.1" if wildcard else self.internal_host
+        return f"http://{host}:{self.ingestor_port}"
 
 
 # variable name -> (field, meaning). The field's default is in Settings.
@@ -153,7 +145,12 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "RAGPOC_EMBEDDING_MODEL": ("embedding_model", "embedding model name"),
     "RAGPOC_NAMESPACE": ("namespace", "prefix of every Redis key and stream"),
     "RAGPOC_PARTITIONS": ("partitions", "number of event-log partitions (fixed per deployment)"),
-    "RAGPOC_HOST": ("host", "interface the HTTP services bind to"),
+    "RAGPOC_HOST": ("host", "interface the gateway binds to (off loopback it needs API tokens)"),
+    "RAGPOC_INTERNAL_HOST": (
+        "internal_host",
+        "interface the ingestor and mockai bind to; they have no authentication, so they stay "
+        "on loopback unless their callers run elsewhere (containers: 0.0.0.0)",
+    ),
     "GATEWAY_PORT": ("gateway_port", "gateway HTTP port"),
     "INGESTOR_PORT": ("ingestor_port", "ingestor HTTP port"),
     "MOCKAI_PORT": ("mockai_port", "mockai HTTP port"),
@@ -240,6 +237,43 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "up_crash_window_s",
         "the window (seconds) in which RAGPOC_UP_CRASH_LIMIT exits are a crash loop",
     ),
+    "RAGPOC_API_TOKENS": (
+        "api_tokens",
+        "the gateway's API tokens, comma-separated `name:scope:secret` entries (scope read or "
+        "write; secret at least 16 characters). Any token turns authentication on",
+    ),
+    "RAGPOC_API_TOKENS_FILE": (
+        "api_tokens_file",
+        "a file of more API tokens, one `name:scope:secret` a line (# comments allowed)",
+    ),
+    "RAGPOC_METRICS_PUBLIC": (
+        "metrics_public",
+        "/metrics answers without a token (0: it needs a read token)",
+    ),
+    "RAGPOC_ALLOWED_HOSTS": (
+        "allowed_hosts",
+        "Host header names the gateway answers to, comma-separated (`*.example.com` for "
+        "subdomains, `*` any); others get 400, against DNS rebinding. Unset: loopback names "
+        "when bound to loopback, any name otherwise",
+    ),
+    "RAGPOC_MAX_SSE_CLIENTS": (
+        "max_sse_clients",
+        "event streams one gateway serves at once; more get 503 with Retry-After (0: no cap)",
+    ),
+    "RAGPOC_MAX_WAITERS": (
+        "max_waiters",
+        "POST /run-agents?wait= requests one gateway holds at once; more get 503 (0: no cap)",
+    ),
+    "RAGPOC_RUN_RATE_PER_MINUTE": (
+        "run_rate_per_minute",
+        "runs one API token may ask for per minute, across gateways; more get 429 with "
+        "Retry-After (0: no limit; no limit either without tokens)",
+    ),
+    "RAGPOC_ALLOW_OPEN": (
+        "allow_open",
+        "let a gateway bound off loopback run without any API token (anyone who reaches it "
+        "can use the API)",
+    ),
 }
 
 
@@ -272,12 +306,6 @@ def check_lease_timing(settings: Settings) -> None:
             f">= {-(-settings.lock_ttl_ms * 3 // 2)}: a command must not be reclaimed from a "
             "runner while that runner can still extend its lock lease"
         )
-
-
-def _decode_path(type_: type, value: object) -> object:
-    if type_ is Path and isinstance(value, str):
-        return Path(value)
-    raise NotImplementedError
 
 
 def describe_environment() -> str:

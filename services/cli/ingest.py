@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -27,6 +29,7 @@ __all__ = ["add_parser", "run"]
 
 SUFFIXES = (".txt", ".md", ".markdown")
 MAX_BATCH_DOCUMENTS = 100  # the gateway's limit
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 @dataclass
@@ -70,6 +73,12 @@ def add_parser(subparsers: Subparsers) -> None:
         "--base-url",
         help="the gateway's URL (default: the gateway of the `ragpoc up` stack running from "
         "RAGPOC_DATA_DIR, else http://RAGPOC_HOST:GATEWAY_PORT)",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("RAGPOC_API_TOKEN", ""),
+        help="an API token with write scope, when the gateway has tokens (default: the "
+        "environment's RAGPOC_API_TOKEN)",
     )
     parser.add_argument(
         "--batch-size",
@@ -121,13 +130,18 @@ def run(args: argparse.Namespace) -> int:
         print("nothing to ingest: give .txt or .md files, or folders holding some")
         return 1 if totals.failures else 2
     wait = None if args.no_wait else args.wait
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     with (
-        httpx.Client(base_url=base_url, timeout=(wait or 0) + 30) as client,
+        httpx.Client(base_url=base_url, timeout=(wait or 0) + 30, headers=headers) as client,
         tqdm(total=len(documents), unit="doc", desc="ingesting", disable=None) as progress,
     ):
         for batch in _batches(documents, args.batch_size, args.max_request_bytes):
             try:
                 _send(client, batch, wait, totals)
+            except Refused as exc:
+                progress.close()
+                print(f"ragpoc ingest: the gateway at {base_url} refused: {exc}", file=sys.stderr)
+                return 1
             except httpx.TransportError as exc:
                 progress.close()
                 print(
@@ -177,6 +191,9 @@ def _documents(paths: Iterator[Path], totals: Totals) -> Iterator[Document]:
         except OSError as exc:
             totals.failures.append(f"{path}: cannot be read ({exc.strerror})")
             continue
+        # the gateway refuses control characters in text (form feeds, terminal escapes): they
+        # carry no meaning for the index, so they become spaces
+        text = CONTROL_CHARACTERS.sub(" ", text)
         if not text.strip():
             totals.skipped.append(f"{path}: empty")
             continue
@@ -217,9 +234,16 @@ def _batches(
         yield batch
 
 
+class Refused(Exception):
+    """The gateway wants other credentials: no batch would fare better."""
+
+
 def _send(client: httpx.Client, batch: list[Document], wait: float | None, totals: Totals) -> None:
     params = {"wait": f"{wait:g}"} if wait is not None else {}
     reply = client.post("/api/ingest", params=params, json={"documents": [d.body for d in batch]})
+    if reply.status_code in (401, 403):
+        hint = "pass --token or set RAGPOC_API_TOKEN" if reply.status_code == 401 else ""
+        raise Refused(f"{reply.status_code} {_error_message(reply)} {hint}".strip())
     if reply.status_code not in (200, 202):
         reason = _error_message(reply)
         totals.failures += [f"{d.path}: rejected ({reply.status_code}): {reason}" for d in batch]

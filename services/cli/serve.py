@@ -13,12 +13,12 @@ from services.cli.settings import Subparsers, environment_help, settings_for
 __all__ = ["SERVICES", "add_parser"]
 
 
-def _serve_http(app: object, settings: Settings, port: int) -> None:
+def _serve_http(app: object, settings: Settings, port: int, host: str) -> None:
     import uvicorn
 
     uvicorn.run(
         app,  # type: ignore[arg-type]
-        host=settings.host,
+        host=host,
         port=port,
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",
@@ -41,19 +41,20 @@ def _gateway(settings: Settings) -> None:
     from services.gateway.app import create_app
 
     gc.set_threshold(*GATEWAY_GC_THRESHOLDS)
-    _serve_http(create_app(settings), settings, settings.gateway_port)
+    _serve_http(create_app(settings), settings, settings.gateway_port, settings.host)
 
 
 def _ingestor(settings: Settings) -> None:
     from services.ingestor.app import create_app
 
-    _serve_http(create_app(settings), settings, settings.ingestor_port)
+    # internal: no authentication of its own, so loopback unless RAGPOC_INTERNAL_HOST says
+    _serve_http(create_app(settings), settings, settings.ingestor_port, settings.internal_host)
 
 
 def _mockai(settings: Settings) -> None:
     from services.mockai import create_app
 
-    _serve_http(create_app(), settings, settings.mockai_port)
+    _serve_http(create_app(), settings, settings.mockai_port, settings.internal_host)
 
 
 def _runner(settings: Settings) -> None:

@@ -34,7 +34,7 @@ from libs.common import Settings
 from libs.common.backoff import Backoff
 from services.cli.settings import RunningStack, forget_stack, record_stack
 
-__all__ = ["RestartPolicy", "Stack", "start_valkey"]
+__all__ = ["RestartPolicy", "Stack", "auth_summary", "start_valkey"]
 
 log = structlog.get_logger(__name__)
 
@@ -290,11 +290,24 @@ def run_stack(settings: Settings) -> int:
     return code
 
 
+def auth_summary(settings: Settings) -> str:
+    """Whether the API needs a token, for the banner (the entries were checked at start)."""
+    from services.gateway.tokens import is_loopback, load_tokens
+
+    tokens = load_tokens(settings)
+    if tokens:
+        names = ", ".join(f"{token.name} ({token.scope})" for token in tokens)
+        return f"on: tokens {names}; the web UI asks for one"
+    who = "anyone on this machine" if is_loopback(settings.host) else "anyone who reaches it"
+    return f"OFF: {who} can use the API (set RAGPOC_API_TOKENS to require a token)"
+
+
 def _print_urls(settings: Settings) -> None:
     gateway = settings.gateway_url
     print(
         "\nrag-poc is up:\n"
         f"  web UI and API   {gateway}/\n"
+        f"  authentication   {auth_summary(settings)}\n"
         f"  health           {gateway}/health\n"
         f"  metrics          {gateway}/metrics\n"
         f"  ingestor         {settings.ingestor_url}/health\n"

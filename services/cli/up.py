@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
+from libs.common import SettingsError
 from libs.common.logging import configure_logging
 from services.cli.settings import Subparsers, environment_help, settings_for
 
@@ -30,9 +32,15 @@ def add_parser(subparsers: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from services.cli.supervisor import run_stack
+    from services.gateway.tokens import gateway_tokens
 
     settings = settings_for("up", needs_redis=False)
     if settings is None:
         return 2
     configure_logging(settings.log_level, settings.log_format, service="up")
+    try:  # the gateway would refuse to start: say so before starting anything
+        gateway_tokens(settings)
+    except SettingsError as exc:
+        print(f"ragpoc up: {exc}", file=sys.stderr)
+        return 2
     return run_stack(settings)

@@ -2,8 +2,9 @@
 
 The one place where exceptions become HTTP answers: `ApiError` carries its own status, the
 libraries' errors that a client can cause are mapped by `ERROR_STATUS`, Starlette's
-`HTTPException` keeps its status, a Redis or database outage (a restart, a failover, a dropped
-connection) is a 503 that says to retry, and anything else is a 500 that is logged.
+`HTTPException` keeps its status, a value the database refuses is a 422, a Redis or database
+outage (a restart, a failover, a dropped connection) is a 503 that says to retry, and anything
+else is a 500 that is logged.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from libs.commandside.errors import InvalidIdempotencyKey, UnsettledIdempotencyKey
@@ -81,6 +82,28 @@ async def dependency_error_handler(request: Request, exc: Exception) -> JSONResp
     return response
 
 
+async def data_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """The database refused a value of the request (a number out of its column's range, a NUL
+    in text): the request's fault, which a retry cannot mend; not an outage. The gateway's own
+    checks should have refused it first, so it is logged."""
+    assert isinstance(exc, DataError)
+    if exc.connection_invalidated:
+        return await dependency_error_handler(request, exc)
+    log.warning("http.value_refused_by_database", path=request.url.path, error=str(exc.orig))
+    return error_response(
+        422,
+        "the database refused a value of this request (a number out of range or text it "
+        "cannot store); nothing was changed: correct the request",
+    )
+
+
+async def client_gone_handler(request: Request, _exc: Exception) -> JSONResponse:
+    """The client hung up while its body was being read: nothing was done, and nobody reads
+    the answer; not an error of the gateway's."""
+    log.info("http.client_disconnected", path=request.url.path)
+    return error_response(400, "the client closed the connection before sending its whole body")
+
+
 async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
     log.error("http.unexpected_error", path=request.url.path, exc_info=exc)
     return error_response(500, "internal error: see the gateway log", type=type(exc).__name__)
@@ -89,7 +112,9 @@ async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResp
 EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
     RagpocError: ragpoc_error_handler,
     HTTPException: http_error_handler,
+    ClientDisconnect: client_gone_handler,
     RedisError: dependency_error_handler,
     DBAPIError: dependency_error_handler,
+    DataError: data_error_handler,
     Exception: unexpected_error_handler,
 }

@@ -198,7 +198,9 @@ class EventHub:
             return "stopped"
         if self._streak.failing:
             down_s = time.monotonic() - self._streak.since
-            return f"not following for {down_s:.1f} s: {self._streak.last_error}"
+            # the kind of error only: its text is in the log, /ready answers anyone
+            kind = self._streak.last_error.split(":", 1)[0]
+            return f"not following for {down_s:.1f} s: {kind}"
         return None
 
     async def _run(self, logs: list[str], positions: dict[str, str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import uuid
 from typing import Annotated, Any, cast
 
@@ -24,9 +25,10 @@ from libs.events import (
     encode,
 )
 from libs.events.store import Entries
-from services.gateway.bodies import decode_body, read_limited
+from services.gateway.bodies import decode_body, read_json
 from services.gateway.context import GatewayContext, context_of
 from services.gateway.errors import ApiError
+from services.gateway.validation import convert_json, query_seconds
 
 __all__ = ["MAX_BATCH_DOCUMENTS", "MAX_WAIT_S", "document_id", "ingest", "search"]
 
@@ -37,6 +39,11 @@ MAX_WAIT_S = 120.0
 SEARCH_TIMEOUT_S = 30.0
 READ_SLICE_MS = 1_000
 """Longest single XREAD BLOCK of `?wait`: well under any client's socket timeout."""
+
+
+# Text the ingestor's cleaning leaves nothing of: whitespace (page breaks among it), control
+# characters (C1 included) and the byte-order marks it drops.
+_BLANK = re.compile(r"[\s\x00-\x1f\x7f-\x9f\ufeff\ufffe\uffff]*")
 
 
 class DocumentIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -60,26 +67,14 @@ def document_id(text: str, source: str) -> str:
     return hashlib.sha256(f"{text}\0{source}".encode()).hexdigest()[:32]
 
 
-def _documents(body: bytes) -> list[DocumentIn]:
+def _documents(raw: object) -> list[DocumentIn]:
     """One document `{text, ...}` or a batch `{documents: [...]}`, every document checked."""
-    if not body.strip():
-        raise ApiError(422, "request body is empty: send a JSON object")
-    try:
-        raw = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise ApiError(422, f"request body is not valid JSON: {exc}") from exc
     batch = isinstance(raw, dict) and "documents" in raw
-    try:
-        documents = (
-            msgspec.convert(raw, BatchIn).documents if batch else [msgspec.convert(raw, DocumentIn)]
-        )
-    except msgspec.ValidationError as exc:
-        shape = (
-            "a batch {documents: [...]}"
-            if batch
-            else "a document {text, title?, source?, metadata?}"
-        )
-        raise ApiError(422, f"invalid request body for {shape}: {exc}") from exc
+    documents = (
+        convert_json(raw, BatchIn, " for a batch {documents: [...]}").documents
+        if batch
+        else [convert_json(raw, DocumentIn, " for a document {text, title?, source?, metadata?}")]
+    )
     if not documents:
         raise ApiError(422, "documents is empty: send at least one document")
     if len(documents) > MAX_BATCH_DOCUMENTS:
@@ -89,31 +84,16 @@ def _documents(body: bytes) -> list[DocumentIn]:
             "split it into several requests",
         )
     for position, doc in enumerate(documents):
-        if not doc.text.strip():
+        if _BLANK.fullmatch(doc.text):
             where = f"documents[{position}].text" if batch else "text"
             raise ApiError(422, f"{where} is blank: a document needs some text")
     return documents
 
 
-def _wait_seconds(request: Request) -> float | None:
-    raw = request.query_params.get("wait")
-    if raw is None:
-        return None
-    try:
-        wait = float(raw)
-    except ValueError:
-        wait = float("nan")
-    if not 0 < wait <= MAX_WAIT_S:  # also rejects nan
-        raise ApiError(
-            422, f"wait must be a number of seconds above 0 and at most {MAX_WAIT_S:g}, got {raw!r}"
-        )
-    return wait
-
-
 async def ingest(request: Request) -> Response:
     ctx = context_of(request)
-    wait = _wait_seconds(request)
-    documents = _documents(await read_limited(request, ctx.settings.max_body_bytes))
+    wait = query_seconds(request, "wait", MAX_WAIT_S)
+    documents = _documents(await read_json(request, ctx.settings.max_body_bytes))
     ids, command = _command(documents)
     unique = {doc.doc_id for doc in command.documents}
     with structlog.contextvars.bound_contextvars(batch_id=command.batch_id):

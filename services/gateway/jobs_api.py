@@ -27,6 +27,7 @@ from libs.readmodels import RunStatus
 from libs.readmodels.queries import count_parked, list_parked
 from libs.readmodels.schema import runs
 from services.gateway.context import GatewayContext, context_of
+from services.gateway.validation import MAX_ID, bounded_int
 
 __all__ = ["jobs"]
 
@@ -137,7 +138,7 @@ async def _dead_letters(redis: aioredis.Redis, view: ServiceView, dead_key: str)
             {
                 "id": entry_id,
                 "reason": fields.get("reason", ""),
-                "deliveries": int(deliveries) if deliveries.isdigit() else None,
+                "deliveries": bounded_int(deliveries, MAX_ID),
                 "source_id": fields.get("source_id", ""),
                 **_command_ids(fields.get("data")),
             }

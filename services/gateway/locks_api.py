@@ -14,6 +14,7 @@ from libs.readmodels.archive import task_history
 from services.gateway.context import context_of
 from services.gateway.errors import ApiError
 from services.gateway.tasks_api import path_task_id
+from services.gateway.validation import query_count
 
 __all__ = ["LOCK_HISTORY_TYPES", "read_task_locks"]
 
@@ -32,10 +33,7 @@ LOCK_HISTORY_TYPES = frozenset(
 async def read_task_locks(request: Request) -> Response:
     ctx = context_of(request)
     task_id = path_task_id(request)
-    limit_raw = request.query_params.get("limit", "200")
-    if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 5000:
-        raise ApiError(422, "limit must be an integer from 1 to 5000")
-    limit = int(limit_raw)
+    limit = query_count(request, "limit", default=200, high=5000)
     if await get_task(ctx.engine, task_id) is None:
         raise ApiError(404, f"task {task_id} does not exist")
     events = await task_history(ctx.store, ctx.engine, task_id, types=LOCK_HISTORY_TYPES)

@@ -30,6 +30,7 @@ from services.gateway.cluster_metrics import ClusterCollector, read_cluster
 from services.gateway.context import context_of
 
 __all__ = [
+    "LIMITED_REQUESTS",
     "RUNS_ACCEPTED",
     "RUNS_REJECTED",
     "RUNS_REPLAYED",
@@ -58,6 +59,13 @@ RUNS_REJECTED = Counter(
 )
 for _layer in CONFLICT_LAYERS:
     RUNS_REJECTED.labels(layer=_layer)
+LIMITED_REQUESTS = Counter(
+    "ragpoc_requests_limited_total",
+    "Requests refused by a resource limit: sse_full and wait_full (503), run_rate (429)",
+    ["reason"],
+)
+for _reason in ("sse_full", "wait_full", "run_rate"):
+    LIMITED_REQUESTS.labels(reason=_reason)
 
 
 class _RunOutcomes(Collector):

@@ -1,4 +1,13 @@
-"""`POST /run-agents?wait=SECONDS`: follow the task's stream until the run ends, within a bound."""
+"""`POST /run-agents?wait=SECONDS`: wait, within a bound, for the run's end, on the gateway's
+shared event reader.
+
+A waiter subscribes to its task on the gateway's hub (the one reader that follows every
+partition log for the SSE clients), so a thousand waiters cost no Redis connection each, only
+a queue each. What the runner wrote between the run's request and the subscription is read
+once from the partition log; an event that comes both ways is taken once (by its log id). If
+the hub drops the waiter (it fell QUEUE_LIMIT events behind), it catches up from the log and
+subscribes again.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +15,12 @@ import asyncio
 
 from starlette.requests import Request
 
-from libs.events import Appended, LockReleased, RunCompleted, RunFailed, RunSuperseded
+from libs.events import Appended, LockReleased, RunCompleted, RunFailed, RunSuperseded, StoredEvent
+from libs.events.ids import is_after
+from libs.events.store import Undecodable
 from libs.readmodels import archived_task_events
 from services.gateway.context import GatewayContext
-from services.gateway.errors import ApiError
+from services.gateway.validation import query_seconds
 
 __all__ = [
     "RunOutcome",
@@ -25,52 +36,79 @@ RELEASE_GRACE_S = 5.0
 
 
 def wait_seconds(request: Request) -> float | None:
-    raw = request.query_params.get("wait")
-    if raw is None:
-        return None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds <= MAX_WAIT_SECONDS:
-        raise ApiError(422, f"wait must be a number of seconds in (0, {MAX_WAIT_SECONDS:g}]")
-    return seconds
+    return query_seconds(request, "wait", MAX_WAIT_SECONDS)
+
+
+class _RunEnd:
+    """Folds the task's events, in log order, into the run's outcome."""
+
+    def __init__(self, requested: Appended, run_id: str) -> None:
+        self.run_id = run_id
+        self.partition = requested.partition
+        self.last_log_id = requested.log_id  # every event up to here has been looked at
+        self.outcome: RunOutcome | None = None
+        self.seen = requested  # the newest event of the run looked at
+        self.done = False  # the outcome and, after it, the run's lock.released
+
+    def take(self, stored: StoredEvent) -> None:
+        if not is_after(stored.entry_id, self.last_log_id):
+            return  # read from the log and delivered by the hub as well
+        self.last_log_id = stored.entry_id
+        event = stored.event
+        if self.done or getattr(event, "run_id", None) != self.run_id:
+            return
+        if isinstance(event, RunOutcome):
+            self.outcome = event
+            self.seen = Appended(stored.stream_id, stored.entry_id, self.partition)
+            self.done = isinstance(event, RunSuperseded)  # the lock is the newer run's
+        elif isinstance(event, LockReleased) and self.outcome is not None:
+            self.seen = Appended(stored.stream_id, stored.entry_id, self.partition)
+            self.done = True
+
+
+async def _catch_up(ctx: GatewayContext, task_id: int, end: _RunEnd) -> None:
+    """The task's events in the partition log after the last one looked at."""
+    entries = await ctx.store.log_entries(end.partition, f"({end.last_log_id}", "+")
+    for entry in entries:
+        if not isinstance(entry, Undecodable) and entry.event.task_id == task_id:
+            end.take(entry)
 
 
 async def wait_for_outcome(
-    ctx: GatewayContext, requested: Appended, run_id: str, seconds: float
+    ctx: GatewayContext, task_id: int, requested: Appended, run_id: str, seconds: float
 ) -> RunOutcome | None:
-    """The run's terminal event, or None if it did not end within `seconds`. Follows the
-    partition log from the run's request on. After a completed or failed outcome it follows on
-    (within the wait, and RELEASE_GRACE_S at most) to the run's `lock.released`, so a client
-    told the run ended can start the next one at once; then it waits for the projector to pass
-    what it saw, so the caller reads its own write."""
-    log = ctx.keys.partition_log(requested.partition)
+    """The run's terminal event, or None if it did not end within `seconds`. After a completed
+    or failed outcome it waits on (within the wait, and RELEASE_GRACE_S at most) for the run's
+    `lock.released`, so a client told the run ended can start the next one at once; then for
+    the projector to pass what it saw, so the caller reads its own write."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
-    outcome: RunOutcome | None = None
-    seen = requested
+    end = _RunEnd(requested, run_id)
+    subscription = ctx.hub.subscribe(task_id)
     try:
         async with asyncio.timeout_at(deadline) as scope:
-            follow = ctx.follower.follow([log], {log: requested.log_id}, block_ms=1000)
-            async for item in follow:
-                if item is None or getattr(item[1].event, "run_id", None) != run_id:
-                    continue
-                event = item[1].event
-                if isinstance(event, RunOutcome):
-                    outcome = event
-                    seen = Appended(item[1].stream_id, item[1].entry_id, requested.partition)
-                    if isinstance(event, RunSuperseded):
-                        break  # the task's lock belongs to the newer run
+            await _catch_up(ctx, task_id, end)
+            while not end.done:
+                if end.outcome is not None:
                     scope.reschedule(min(deadline, loop.time() + RELEASE_GRACE_S))
-                elif isinstance(event, LockReleased) and outcome is not None:
-                    seen = Appended(item[1].stream_id, item[1].entry_id, requested.partition)
-                    break
+                if not subscription.pending and not subscription.closed:
+                    await subscription.wait()
+                while subscription.pending and not end.done:
+                    end.take(subscription.pending.popleft().stored)
+                if subscription.closed and not end.done:
+                    if not subscription.overflowed:
+                        break  # the gateway is stopping
+                    ctx.hub.unsubscribe(subscription)
+                    subscription = ctx.hub.subscribe(task_id)
+                    await _catch_up(ctx, task_id, end)
     except TimeoutError:
-        if outcome is None:
-            return None
-    await ctx.wait_projected(seen)
-    return outcome
+        pass
+    finally:
+        ctx.hub.unsubscribe(subscription)
+    if end.outcome is None:
+        return None
+    await ctx.wait_projected(end.seen)
+    return end.outcome
 
 
 async def archived_outcome(ctx: GatewayContext, task_id: int, run_id: str) -> RunOutcome | None:

@@ -42,12 +42,13 @@ from services.gateway.run_wait import (
     wait_for_outcome,
     wait_seconds,
 )
+from services.gateway.validation import TaskId
 
 __all__ = ["RunRequest", "run_agents"]
 
 
 class RunRequest(msgspec.Struct, forbid_unknown_fields=True):
-    id: Annotated[int, msgspec.Meta(ge=1)]
+    id: TaskId
     title: Annotated[str, msgspec.Meta(max_length=200)] = ""
     query: Annotated[str, msgspec.Meta(max_length=4_000)] = ""
     hold_seconds: Annotated[float, msgspec.Meta(ge=0, le=600)] = 0.0
@@ -165,7 +166,7 @@ async def answer(ctx: GatewayContext, queued: QueuedRun, wait: float | None) -> 
     ended within the wait."""
     accepted = queued.body()
     if wait is not None:
-        ended = await wait_for_outcome(ctx, queued.requested, queued.run_id, wait)
+        ended = await wait_for_outcome(ctx, queued.task_id, queued.requested, queued.run_id, wait)
         if ended is not None:
             return JSONResponse(accepted | outcome_json(ended), status_code=200)
         accepted["message"] = f"the run did not end within {wait:g} s; follow events_url"
@@ -206,7 +207,7 @@ async def replay(
     if run is not None and run.status.is_terminal:
         ended = await archived_outcome(ctx, task_id, earlier.run_id)
     if ended is None:
-        ended = await wait_for_outcome(ctx, since, earlier.run_id, wait)
+        ended = await wait_for_outcome(ctx, task_id, since, earlier.run_id, wait)
     if ended is None:
         replayed["message"] = f"the run did not end within {wait:g} s; follow events_url"
         return JSONResponse(replayed, status_code=202)

@@ -7,7 +7,6 @@ or the database fails during the replay, the stream ends and the client's reconn
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 
 import structlog
@@ -25,13 +24,13 @@ from services.gateway.context import GatewayContext, context_of
 from services.gateway.errors import ApiError
 from services.gateway.hub import LiveEvent, live_events
 from services.gateway.tasks_api import path_task_id
+from services.gateway.validation import resume_entry_id
 
-__all__ = ["task_events"]
+__all__ = ["last_event_id", "resume_point", "task_events"]
 
 log = structlog.get_logger(__name__)
 
 RETRY_MS = 2000
-_ENTRY_ID = re.compile(r"^\d+-\d+$")
 
 
 def sse_frame(stored: StoredEvent, data: str | None = None, frame_id: str | None = None) -> str:
@@ -43,13 +42,22 @@ def sse_frame(stored: StoredEvent, data: str | None = None, frame_id: str | None
     return f"id: {frame_id}\nevent: {event_type}\ndata: {data}\n\n"
 
 
+def last_event_id(request: Request) -> str:
+    """The client's Last-Event-ID header, else its `?last_event_id=` ("" when neither)."""
+    header = request.headers.get("last-event-id")
+    if header:
+        return header
+    values = request.query_params.getlist("last_event_id")
+    if len(values) > 1:
+        raise ApiError(400, f"Last-Event-ID (?last_event_id=) is given {len(values)} times")
+    return values[0] if values else ""
+
+
 def resume_point(request: Request) -> str:
-    last = request.headers.get("last-event-id") or request.query_params.get("last_event_id", "")
-    if last and not _ENTRY_ID.match(last):
-        raise ApiError(
-            422, f"Last-Event-ID must be a stream entry id like 1700000000000-0: {last!r}"
-        )
-    return last or "0-0"
+    """Where the client's stream resumes: after its Last-Event-ID, checked before the stream
+    opens (400), or from the start."""
+    last = last_event_id(request)
+    return resume_entry_id(last) if last else "0-0"
 
 
 def shared_frame(live: LiveEvent) -> bytes:

@@ -11,7 +11,6 @@ what Redis trimmed from the SQL archive, page by page, merged in entry-id order.
 from __future__ import annotations
 
 import heapq
-import re
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
@@ -24,11 +23,11 @@ from libs.readmodels.archive import partition_events
 from services.gateway.context import GatewayContext, context_of
 from services.gateway.errors import ApiError
 from services.gateway.hub import ALL_TASKS, live_events
-from services.gateway.sse import RETRY_MS, sse_frame
+from services.gateway.sse import RETRY_MS, last_event_id, sse_frame
+from services.gateway.validation import bounded_int, parse_entry_id, query_choice, shown
 
 __all__ = ["all_events", "format_position", "parse_position"]
 
-_PART = re.compile(r"^(\d+)=(\d+-\d+)$")
 PAGE = 500
 
 
@@ -37,12 +36,23 @@ def format_position(position: dict[int, str]) -> str:
 
 
 def parse_position(raw: str, partitions: int) -> dict[int, str]:
+    """A Last-Event-ID of this feed: `<partition>=<entry id>` joined by commas, each partition
+    at most once (400 otherwise, before the stream opens)."""
     position = {p: "0-0" for p in range(partitions)}
-    for part in filter(None, raw.split(",")):
-        match = _PART.match(part)
-        if match is None or int(match.group(1)) >= partitions:
-            raise ApiError(422, f"Last-Event-ID is not a position of this feed: {raw!r}")
-        position[int(match.group(1))] = match.group(2)
+    seen: set[int] = set()
+    for part in raw.split(","):
+        number, equals, entry = part.partition("=")
+        partition = bounded_int(number, partitions - 1)
+        entry_id = parse_entry_id(entry)
+        if not equals or partition is None or entry_id is None or partition in seen:
+            raise ApiError(
+                400,
+                f"Last-Event-ID is not a position of this feed: {shown(raw)}; it is the `id:` "
+                f"of a frame, <partition>=<ms>-<seq> joined by commas, partitions 0 to "
+                f"{partitions - 1} each at most once",
+            )
+        seen.add(partition)
+        position[partition] = entry_id
     return position
 
 
@@ -113,10 +123,11 @@ async def _frames(ctx: GatewayContext, position: dict[int, str]) -> AsyncIterato
 
 async def all_events(request: Request) -> Response:
     ctx = context_of(request)
-    raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id", "")
+    raw = last_event_id(request)
+    start = query_choice(request, "from", ("start",))
     if raw:
         position = parse_position(raw, ctx.keys.partitions)
-    elif request.query_params.get("from") == "start":
+    elif start is not None:
         position = {p: "0-0" for p in range(ctx.keys.partitions)}
     else:
         position = await _tails(ctx)

@@ -3,7 +3,6 @@ from the command side's durable counter, `libs.commandside.task_ids`)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Annotated
 
@@ -30,6 +29,7 @@ from services.gateway.bodies import decode_body
 from services.gateway.context import GatewayContext, context_of
 from services.gateway.errors import ApiError
 from services.gateway.metrics import TASKS_CREATED
+from services.gateway.validation import path_id, query_choice, query_count, query_entry_id
 
 __all__ = [
     "create_task",
@@ -40,7 +40,6 @@ __all__ = [
 ]
 
 TASK_STATUSES = tuple(TaskStatus)
-ENTRY_ID = re.compile(r"\d+-\d+")
 
 
 class CreateTask(msgspec.Struct, forbid_unknown_fields=True):
@@ -55,10 +54,7 @@ def task_json(task: TaskView) -> dict[str, object]:
 
 
 def path_task_id(request: Request) -> int:
-    raw = request.path_params["task_id"]
-    if not raw.isdigit():
-        raise ApiError(422, f"task id must be a positive integer, got {raw!r}")
-    return int(raw)
+    return path_id(request, "task_id", "task id")
 
 
 async def create_task(request: Request) -> Response:
@@ -93,13 +89,9 @@ async def ids_handed_out_before(ctx: GatewayContext) -> int:
 
 async def list_all_tasks(request: Request) -> Response:
     ctx = context_of(request)
-    status = request.query_params.get("status") or None
-    if status is not None and status not in TASK_STATUSES:
-        raise ApiError(422, f"status must be one of {', '.join(TASK_STATUSES)}, got {status!r}")
-    limit_raw = request.query_params.get("limit", "100")
-    if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 1000:
-        raise ApiError(422, "limit must be an integer from 1 to 1000")
-    found = await list_tasks(ctx.engine, status=status, limit=int(limit_raw))
+    status = query_choice(request, "status", TASK_STATUSES)
+    limit = query_count(request, "limit", default=100, high=1000)
+    found = await list_tasks(ctx.engine, status=status, limit=limit)
     return JSONResponse({"tasks": [task_json(task) for task in found]})
 
 
@@ -121,11 +113,7 @@ async def read_task_activity(request: Request) -> Response:
     show any point of the timeline without folding events itself."""
     ctx = context_of(request)
     task_id = path_task_id(request)
-    after = request.query_params.get("after", "0-0")
-    if not ENTRY_ID.fullmatch(after):
-        raise ApiError(
-            422, f"after must be a stream entry id such as 1700000000000-0, got {after!r}"
-        )
+    after = query_entry_id(request, "after", default="0-0")
     # a task whose first event the projector has not written yet exists, with no items so far
     if await get_task(ctx.engine, task_id) is None and not await ctx.redis.exists(
         ctx.keys.task_events(task_id)

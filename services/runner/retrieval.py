@@ -11,11 +11,15 @@ import structlog
 from libs.common.errors import RagpocError
 from libs.events import RetrievedChunk
 
-__all__ = ["RetrievalFailed", "retrieve"]
+__all__ = ["SEARCH_QUERY_MAX_CHARS", "RetrievalFailed", "retrieve"]
 
 log = structlog.get_logger(__name__)
 
 ATTEMPTS = 5  # backoff 0.25, 0.5, 1, 2 s: rides out an ingestor restart of a few seconds
+# The ingestor's /search takes queries up to this long. A run's question (a task's title and
+# description) may be longer: its beginning is what the search embeds, which keeps the run
+# answerable instead of failing it on a 422.
+SEARCH_QUERY_MAX_CHARS = 4_000
 
 
 class RetrievalFailed(RagpocError):
@@ -36,7 +40,8 @@ async def retrieve(
     delay = 0.25
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            reply = await http.post(f"{ingestor_url}/search", json={"query": query, "k": k})
+            search = {"query": query[:SEARCH_QUERY_MAX_CHARS], "k": k}
+            reply = await http.post(f"{ingestor_url}/search", json=search)
             if reply.status_code < 500:
                 break
             problem = f"ingestor answered {reply.status_code}: {reply.text[:200]}"

@@ -102,7 +102,9 @@ BAD_TASK_BODIES = [
 
 async def test_a_bad_task_body_gets_a_422_that_says_what_is_wrong(stack: InProcessStack) -> None:
     for body, message in BAD_TASK_BODIES:
-        reply = await stack.client.post("/api/tasks", content=body)
+        reply = await stack.client.post(
+            "/api/tasks", content=body, headers={"content-type": "application/json"}
+        )
         assert reply.status_code == 422, body
         assert message in reply.json()["error"]["message"], body
     assert (await stack.client.get("/api/tasks")).json()["tasks"] == []

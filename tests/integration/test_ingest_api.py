@@ -180,9 +180,9 @@ async def test_wait_answers_200_once_the_documents_are_searchable(
     documents = [
         {"text": "Rayleigh scattering makes the sky blue.", "title": "Sky", "source": "a.md"},
         {"text": "Sourdough rises thanks to wild yeast.", "title": "Bread", "source": "b.md"},
-        {"text": "\x00\x01", "source": "only control characters"},
+        {"text": "REJECT-ME: the embedding API refuses this one.", "source": "refused"},
     ]
-    async with running_mockai() as openai_url:
+    async with running_mockai(failures={"REJECT-ME": 400}) as openai_url:
         settings = ingest_settings(redis_url, keys, tmp_path, openai_url)
         async with running_ingestor(settings), running_gateway(settings) as gateway:
             reply = await gateway.post(
@@ -193,10 +193,14 @@ async def test_wait_answers_200_once_the_documents_are_searchable(
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert body["status"] == "done"
-    sky, bread, blank = body["documents"]
-    assert [sky["status"], bread["status"], blank["status"]] == ["ingested", "ingested", "failed"]
+    sky, bread, refused = body["documents"]
+    assert [sky["status"], bread["status"], refused["status"]] == [
+        "ingested",
+        "ingested",
+        "failed",
+    ]
     assert sky["chunks"] == 1
-    assert "no text left" in blank["reason"]
+    assert "rejected" in refused["reason"]
     assert found.status_code == 200
     best = found.json()["hits"][0]
     assert (best["doc_id"], best["title"], best["source"]) == (bread["doc_id"], "Bread", "b.md")

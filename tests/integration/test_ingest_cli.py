@@ -63,8 +63,9 @@ async def test_a_document_that_fails_makes_the_exit_code_non_zero(
     redis_url: str, keys: Keys, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     write(tmp_path / "ok.txt", "A fine document.")
-    broken = write(tmp_path / "controls.txt", "\x00\x01\x02")
-    async with running_mockai() as openai_url:
+    # accepted by the gateway, then refused by the embedding API while the ingestor indexes it
+    broken = write(tmp_path / "refused.txt", "REJECT-ME: the embedding API refuses this one.")
+    async with running_mockai(failures={"REJECT-ME": 400}) as openai_url:
         settings = ingest_settings(redis_url, keys, tmp_path, openai_url)
         async with running_ingestor(settings), running_gateway(settings):
             code = await asyncio.to_thread(
@@ -73,13 +74,15 @@ async def test_a_document_that_fails_makes_the_exit_code_non_zero(
                     "ingest",
                     str(tmp_path / "ok.txt"),
                     str(broken),
+                    "--batch-size",
+                    "1",
                     "--base-url",
                     settings.gateway_url,
                 ],
             )
     out = capsys.readouterr().out
     assert code == 1
-    assert f"failed {broken}: no text left" in out
+    assert f"failed {broken}: " in out
     assert "ingested 1 documents (1 chunks)" in out
 
 
@@ -98,3 +101,49 @@ def test_no_usable_file_is_a_usage_error(
     write(tmp_path / "image.png", b"\x89PNG")
     assert ragpoc(["ingest", str(tmp_path)]) == 2
     assert "nothing to ingest" in capsys.readouterr().out
+
+
+async def test_with_tokens_ingest_needs_one_and_says_how_to_give_it(
+    redis_url: str,
+    keys: Keys,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = "ingest-writer-0123456789abcdef"
+    write(tmp_path / "notes" / "sky.md", "Rayleigh scattering of sunlight.")
+    async with running_mockai() as openai_url:
+        settings = ingest_settings(
+            redis_url, keys, tmp_path, openai_url, api_tokens=f"loader:write:{secret}"
+        )
+        async with running_ingestor(settings), running_gateway(settings):
+            argv = ["ingest", str(tmp_path / "notes"), "--base-url", settings.gateway_url]
+            monkeypatch.delenv("RAGPOC_API_TOKEN", raising=False)
+            refused = await asyncio.to_thread(ragpoc, argv)
+            refused_err = capsys.readouterr().err
+            monkeypatch.setenv("RAGPOC_API_TOKEN", secret)
+            accepted = await asyncio.to_thread(ragpoc, argv)
+            accepted_out = capsys.readouterr().out
+
+    assert refused == 1
+    assert "401" in refused_err
+    assert "--token" in refused_err
+    assert accepted == 0, accepted_out
+    assert "ingested 1 documents" in accepted_out
+    assert secret not in refused_err + accepted_out
+
+
+async def test_control_characters_in_a_file_become_spaces_not_a_refused_batch(
+    redis_url: str, keys: Keys, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(tmp_path / "notes" / "paged.txt", "Page one about sourdough.\f\x1b[1mPage two\x1b[0m.")
+    async with running_mockai() as openai_url:
+        settings = ingest_settings(redis_url, keys, tmp_path, openai_url)
+        async with running_ingestor(settings), running_gateway(settings) as gateway:
+            argv = ["ingest", str(tmp_path / "notes"), "--base-url", settings.gateway_url]
+            code = await asyncio.to_thread(ragpoc, argv)
+            found = await gateway.post("/api/search", json={"query": "sourdough", "k": 1})
+    assert code == 0, capsys.readouterr().out
+    [hit] = found.json()["hits"]
+    assert "Page two" in hit["text"]
+    assert "\x1b" not in hit["text"]

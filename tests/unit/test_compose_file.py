@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from libs.common.settings import Settings
+from libs.common.settings import Settings, SettingsError, load_settings
+from services.gateway.tokens import gateway_tokens
 from services.ingestor.settings import IngestSettings
 from services.mockai.settings import MockaiSettings
 from tests.schema_check import check_builtin_schema
@@ -121,9 +122,43 @@ def test_the_rag_poc_services_share_one_image_and_reach_the_backing_services() -
         assert env["REDIS_URL"].startswith("redis://:${VALKEY_PASSWORD")
         assert env["REDIS_URL"].endswith("@redis:6379/0")
         assert env["RAGPOC_HOST"] == "0.0.0.0"  # reachable from the other containers
+        assert env["RAGPOC_INTERNAL_HOST"] == "0.0.0.0"  # the ingestor and mockai too
         assert env["QDRANT_URL"] == "http://qdrant:6333"
         assert env["INGESTOR_URL"] == "http://ingestor:8002"
         assert "@postgres:5432/" in env["DATABASE_URL"]
+
+
+def substituted(service: str, shell: dict[str, str]) -> dict[str, str]:
+    """The service's `environment` as compose hands it over: `${NAME:-default}` replaced by
+    `shell`'s NAME, or the default."""
+
+    def value(match: re.Match[str]) -> str:
+        return shell.get(match.group(1)) or match.group(2)
+
+    pattern = re.compile(r"\$\{([A-Z][A-Z0-9_]*):-([^}]*)\}")
+    return {name: pattern.sub(value, text) for name, text in environment(service).items()}
+
+
+def test_the_gateway_takes_its_api_tokens_from_the_shell_or_env_file() -> None:
+    assert environment("mcp")["RAGPOC_API_TOKENS"] == "${RAGPOC_API_TOKENS:-}"
+    others = [name for name in services() if name != "mcp"]
+    assert all("RAGPOC_API_TOKENS" not in environment(name) for name in others)
+    # Prometheus scrapes mcp's /metrics without a token
+    assert environment("mcp").get("RAGPOC_METRICS_PUBLIC", "1") not in ("0", "false")
+    assert environment("mcp").get("RAGPOC_ALLOW_OPEN", "0") in ("0", "false")
+
+
+def test_without_a_token_the_gateway_container_refuses_to_start_and_says_what_to_set() -> None:
+    settings = load_settings(substituted("mcp", {}))
+    assert settings.host == "0.0.0.0"
+    with pytest.raises(SettingsError, match="RAGPOC_API_TOKENS"):
+        gateway_tokens(settings)
+    token = "ops:write:" + "s" * 24
+    configured = load_settings(substituted("mcp", {"RAGPOC_API_TOKENS": token}))
+    assert [t.name for t in gateway_tokens(configured)] == ["ops"]
+    header = COMPOSE.read_text().split("\nname:")[0]  # the comment at the top
+    assert "RAGPOC_API_TOKENS" in header
+    assert "refuses to start" in header
 
 
 def test_redis_is_valkey_with_aof_and_a_password() -> None:

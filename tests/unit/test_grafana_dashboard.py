@@ -128,7 +128,7 @@ def exposed(valkey_server: Any, tmp_path: Path) -> set[str]:
         partitions=keys.partitions,
     )
     try:
-        with TestClient(create_app(settings)) as gateway:
+        with TestClient(create_app(settings), base_url="http://127.0.0.1") as gateway:
             page = gateway.get("/metrics")
     finally:
         for key in client.scan_iter(match=f"{keys.namespace}:*"):

@@ -96,6 +96,45 @@ def test_the_overlay_patches_the_base(rendered: dict[str, list[Manifest]]) -> No
     assert secret["OPENAI_API_KEY"] == "mock-key"  # kept from the base
 
 
+def gateway_env(objects: list[Manifest]) -> list[Manifest]:
+    (gateway,) = find(objects, "Deployment", "gateway")["spec"]["template"]["spec"]["containers"]
+    env: list[Manifest] = gateway["env"]
+    return env
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_gateway_reads_its_api_tokens_from_a_secret_the_cluster_provides(
+    rendered: dict[str, list[Manifest]], variant: str
+) -> None:
+    objects = rendered[variant]
+    (tokens,) = [item for item in gateway_env(objects) if item["name"] == "RAGPOC_API_TOKENS"]
+    reference = tokens["valueFrom"]["secretKeyRef"]
+    assert reference == {"name": "ragpoc-api-tokens", "key": "tokens"}  # not optional
+    secrets = [o["metadata"]["name"] for o in objects if o["kind"] == "Secret"]
+    assert "ragpoc-api-tokens" not in secrets  # no token is committed
+    readme = (K8S / "README.md").read_text()
+    assert "create secret generic ragpoc-api-tokens" in readme
+    assert "--from-literal=tokens=" in readme
+
+
+def _drop_gateway_tokens(objects: list[Manifest]) -> None:
+    env = gateway_env(objects)
+    env[:] = [item for item in env if item["name"] != "RAGPOC_API_TOKENS"]
+
+
+def _commit_a_token(objects: list[Manifest]) -> None:
+    secret = copy.deepcopy(find(objects, "Secret", "ragpoc-secrets"))
+    secret["metadata"]["name"] = "ragpoc-api-tokens"
+    secret["stringData"] = {"tokens": "ops:write:committed-to-the-repository"}
+    objects.append(secret)
+
+
+def _runner_reads_the_tokens(objects: list[Manifest]) -> None:
+    (runner,) = find(objects, "Deployment", "runner")["spec"]["template"]["spec"]["containers"]
+    reference = {"secretKeyRef": {"name": "ragpoc-api-tokens", "key": "tokens"}}
+    runner.setdefault("env", []).append({"name": "RAGPOC_API_TOKENS", "valueFrom": reference})
+
+
 def _set(target: str, keys: str, value: Any) -> Callable[[list[Manifest]], None]:
     """A mutation: in the object KIND/NAME, set the field at the space-separated `keys` (list
     items by index; None removes the field)."""
@@ -190,6 +229,12 @@ BREAKAGES = {
         "is not valid Python",
     ),
     "no limits": (_set("Deployment/runner", f"{RUNNER} resources limits", None), "no limits.cpu"),
+    "gateway on 0.0.0.0 without API tokens": (
+        _drop_gateway_tokens,
+        "the gateway would refuse to start",
+    ),
+    "API tokens committed in a manifest": (_commit_a_token, "never in the manifests"),
+    "runner given the API tokens": (_runner_reads_the_tokens, "which only the gateway needs"),
     "PDB selects nothing": (
         _set("PodDisruptionBudget/mockai", "spec selector matchLabels app.kubernetes.io/name", "x"),
         "no PodDisruptionBudget selects its pods",

@@ -1,4 +1,7 @@
-// The JSON API client: one fetch wrapper that turns error bodies into HttpError.
+// The JSON API client: one fetch wrapper that turns error bodies into HttpError, and reports a
+// 401 (the session expired, or the token behind it was removed) as the end of the session.
+
+import { sessionEnded } from "./session.js";
 
 export class HttpError extends Error {
   constructor(status, body) {
@@ -20,6 +23,7 @@ export async function api(path, { method = "GET", body, signal } = {}) {
   if (text) {
     try { data = JSON.parse(text); } catch { data = { error: { message: text } }; }
   }
+  if (res.status === 401) sessionEnded();
   if (!res.ok) throw new HttpError(res.status, data);
   return data;
 }

@@ -10,6 +10,7 @@ let stream = null;
 const eventKey = (_msg, ev) => `${ev.task_id}|${ev.type}|${ev.run_id}|${ev.at}|${ev.index ?? ""}`;
 
 export function startFeed() {
+  stopFeed();
   stream = new LiveStream("all", "/events", TASK_EVENT_TYPES, (ev) => {
     for (const fn of listeners) fn(ev);
   }, eventKey);
@@ -17,6 +18,7 @@ export function startFeed() {
 
 export function stopFeed() {
   if (stream) stream.close();
+  stream = null;
 }
 
 /** Calls `fn(event)` for every event of every task; returns the function that unsubscribes. */

@@ -2,6 +2,7 @@
 // indicator (#conn), which sums up the state of every open stream.
 
 import { $ } from "./dom.js";
+import { currentSession, sessionEnded } from "./session.js";
 
 // the `event:` names the gateway sends (an EventSource only delivers names it listens for)
 export const TASK_EVENT_TYPES = [
@@ -29,7 +30,9 @@ function setStreamState(name, state) {
 
 /** An EventSource that reports its state, drops events it has delivered already (by
  * `keyOf(message, event)`), and reopens itself when the browser gives up (CLOSED). The browser
- * retries network errors by itself, resuming with Last-Event-ID. */
+ * retries network errors by itself, resuming with Last-Event-ID; it gives up on an error
+ * status, such as the 401 of an expired session, which the EventSource cannot see: the session
+ * is asked for, and the stream ends with it. */
 export class LiveStream {
   constructor(name, url, types, onEvent, keyOf) {
     Object.assign(this, { name, url, types, onEvent, keyOf });
@@ -55,6 +58,7 @@ export class LiveStream {
         setStreamState(this.name, "offline");
         clearTimeout(this.timer);
         this.timer = setTimeout(() => this.open(), 2000);
+        this.checkSession();
       } else {
         setStreamState(this.name, "reconnecting");
       }
@@ -69,6 +73,15 @@ export class LiveStream {
       this.onEvent(ev, msg.lastEventId);
     };
     for (const t of this.types) es.addEventListener(t, handler);
+  }
+
+  async checkSession() {
+    let session;
+    try { session = await currentSession(); } catch { return; } // unreachable: retry anyway
+    if (session === null && !this.stopped) {
+      this.close();
+      sessionEnded();
+    }
   }
 
   close() {
