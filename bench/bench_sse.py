@@ -318,6 +318,8 @@ async def run_stack(args: argparse.Namespace) -> None:
             "GATEWAY_PORT": str(gw_port),
             "RAGPOC_NAMESPACE": namespace,
             "RAGPOC_LOG_LEVEL": "warning",
+            # the bench measures how many streams one gateway holds: no cap of its own
+            "RAGPOC_MAX_SSE_CLIENTS": "0",
             "BASELINE_STREAM": stack.keys.task_events(bare_task),
         }
         procs = start_servers(env, bare_port, args.profile_gateway)

@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from libs.common import Settings, SettingsError, load_settings
 from libs.common.errors import RagpocError
+from libs.common.redact import redact, redact_url
 
 __all__ = [
     "STACK_FILE",
@@ -145,14 +146,18 @@ def run_async(command: str, settings: Settings, work: Coroutine[Any, Any, int]) 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except aioredis.ConnectionError as exc:
+        where = redact_url(settings.redis_url)
         print(
-            f"ragpoc {command}: cannot reach Redis at {settings.redis_url}: {exc}", file=sys.stderr
+            f"ragpoc {command}: cannot reach Redis at {where}: {redact(str(exc))}", file=sys.stderr
         )
         return 1
     except SQLAlchemyError as exc:
         url = make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)
         reason = getattr(exc, "orig", None) or exc
-        print(f"ragpoc {command}: the database at {url} failed: {reason}", file=sys.stderr)
+        print(
+            f"ragpoc {command}: the database at {url} failed: {redact(str(reason))}",
+            file=sys.stderr,
+        )
         return 1
     except RagpocError as exc:
         print(f"ragpoc {command}: {exc}", file=sys.stderr)

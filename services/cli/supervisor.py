@@ -308,6 +308,7 @@ def _print_urls(settings: Settings) -> None:
         "\nrag-poc is up:\n"
         f"  web UI and API   {gateway}/\n"
         f"  authentication   {auth_summary(settings)}\n"
+        f"  API reference    {gateway}/docs\n"
         f"  health           {gateway}/health\n"
         f"  metrics          {gateway}/metrics\n"
         f"  ingestor         {settings.ingestor_url}/health\n"

@@ -14,6 +14,7 @@ not a known event (written by hand, or by a newer version) is logged and skipped
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict, deque
 from collections.abc import AsyncGenerator, Callable
@@ -167,7 +168,10 @@ class EventHub:
     async def stop(self) -> None:
         self._stop.set()
         if self._task is not None:
-            await self._task
+            # the read may be blocked for block_ms: a stopping gateway does not wait it out
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
         for subscriptions in self._subscribers.values():
             for subscription in subscriptions:
                 subscription.close()

@@ -147,6 +147,8 @@ def stack_settings(
         "ingestor_port": free_port(),
         "mockai_port": mockai_port,
         "openai_base_url": f"http://127.0.0.1:{mockai_port}/v1",
+        # consumers notice the stop within a tenth of a second (a test's stack stops fast)
+        "consumer_block_ms": 100,
     }
     return Settings(**(values | overrides))  # type: ignore[arg-type]
 

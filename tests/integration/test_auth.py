@@ -38,6 +38,14 @@ from tests.conftest import free_port
 from tests.integration.inprocess import InProcessStack, in_process_stack, serving
 from tests.sse_client import sse_frames
 
+
+@pytest.fixture
+def redis_url(valkey_server: Any) -> str:
+    """Who may ask does not depend on the Redis server: the embedded Valkey is enough."""
+    url: str = valkey_server.connection_url
+    return url
+
+
 READ = "reader-secret-0123456789abcdef"
 WRITE = "writer-secret-0123456789abcdef"
 TOKENS = f"ui:read:{READ},ops:write:{WRITE}"

@@ -7,12 +7,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from libs.events import Keys
 from tests.integration.inprocess import InProcessStack, in_process_stack
+
+
+@pytest.fixture
+def redis_url(valkey_server: Any) -> str:
+    """The guards sit in front of everything: the embedded Valkey is enough."""
+    url: str = valkey_server.connection_url
+    return url
+
 
 WRITE = "writer-secret-0123456789abcdef"
 

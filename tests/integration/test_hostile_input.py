@@ -19,6 +19,15 @@ from services.gateway.validation import MAX_JSON_DEPTH, nesting_depth_exceeds
 from tests.integration.hostile_support import JSON, error_of, no_tasks, opening_of, queued_ingests
 from tests.integration.inprocess import InProcessStack, in_process_stack
 
+
+@pytest.fixture
+def redis_url(valkey_server: Any) -> str:
+    """The embedded Valkey only: what the gateway refuses is decided before Redis is asked.
+    Both SQL backends stay: nothing half-written may reach either."""
+    url: str = valkey_server.connection_url
+    return url
+
+
 TOO_BIG_FOR_BIGINT = 2**63  # one past the largest id a signed 64-bit column holds
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,6 +24,20 @@ from tests.integration.hostile_support import (
     raw_post,
 )
 from tests.integration.inprocess import InProcessStack, in_process_stack
+
+
+@pytest.fixture
+def redis_url(valkey_server: Any) -> str:
+    """The embedded Valkey only: what the gateway refuses is decided before Redis or the
+    database is asked, so one backend pair is enough."""
+    url: str = valkey_server.connection_url
+    return url
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """SQLite only (see redis_url)."""
+    return f"sqlite+aiosqlite:///{tmp_path / 'readmodels.db'}"
 
 
 @pytest.fixture

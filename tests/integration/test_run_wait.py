@@ -6,12 +6,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from libs.events import Keys
 from tests.integration.inprocess import InProcessStack, in_process_stack
+
+
+@pytest.fixture
+def redis_url(valkey_server: Any) -> str:
+    """How waiters read does not depend on the Redis server: the embedded Valkey is enough."""
+    url: str = valkey_server.connection_url
+    return url
+
 
 WAITERS = 24
 

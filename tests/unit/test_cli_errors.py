@@ -46,3 +46,18 @@ def test_an_unreachable_redis_is_named(
     assert main(["events", "1"]) == 1
 
     assert f"ragpoc events: cannot reach Redis at {url}" in capsys.readouterr().err
+
+
+def test_an_unreachable_redis_is_named_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    monkeypatch.setenv("REDIS_URL", f"redis://:hunter2-secret@127.0.0.1:{port}/0")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("RAGPOC_DATA_DIR", str(tmp_path))
+
+    assert main(["events", "1"]) == 1
+
+    err = capsys.readouterr().err
+    assert f"cannot reach Redis at redis://:***@127.0.0.1:{port}/0" in err
+    assert "hunter2" not in err
