@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -32,11 +33,36 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def _ephemeral_ports() -> range:
+    """The range the kernel takes outgoing connections' local ports from."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
+_EPHEMERAL = _ephemeral_ports()
+# below the ephemeral range: a port handed out here is not also handed, between this call and
+# the server's bind, to one of the suite's many outgoing connections (Redis, PostgreSQL, HTTP)
+_SERVER_PORTS = range(20_000, min(_EPHEMERAL.start, 32_768))
+_picker = random.Random()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port free on 127.0.0.1 now, for a server the test starts next."""
+    for _ in range(200):
+        port = _picker.choice(_SERVER_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # that range is full: let the kernel choose
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 @pytest.fixture(scope="session")
