@@ -54,6 +54,7 @@ COMPOSE_ENGINES: tuple[tuple[str, ...], ...] = (
     ("docker-compose",),
 )
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+PROJECTION_WAIT_S = 15.0  # how long a just-created task may take to reach the read models
 
 
 class SmokeError(Exception):
@@ -248,7 +249,17 @@ class Outcome:
 
 
 async def lock_history(client: httpx.AsyncClient, task_id: int) -> Counter[str]:
-    reply = await client.get(f"/api/tasks/{task_id}/locks", params={"limit": 5000})
+    """The task's lock events by type. A task created a moment ago may not be in the read
+    models yet (the gateway waits at most 3 s for the projector): its 404 is asked again."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while True:
+        reply = await client.get(f"/api/tasks/{task_id}/locks", params={"limit": 5000})
+        if reply.status_code != 404 or loop.time() - start > PROJECTION_WAIT_S:
+            break
+        await asyncio.sleep(0.25)
+    if loop.time() - start > 0.2:
+        print(f"task {task_id} reached the read models {loop.time() - start:.1f} s after asked")
     reply.raise_for_status()
     return Counter(item["type"] for item in reply.json()["locks"])
 
