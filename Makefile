@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck security unit install lock clean docs chaos bench-vs-celery test-containers images compose-smoke
+.PHONY: up test lint typecheck security unit install lock clean docs chaos bench-vs-celery bench-scale test-containers images compose-smoke
 
 # The venv installs the exact versions (and hashes) of requirements/dev-lock.txt, then the
 # project itself without resolving anything: a build today and one next month get the same
@@ -56,6 +56,12 @@ chaos: $(STAMP)
 bench-vs-celery: $(STAMP)
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/peers-lock.txt
 	$(BIN)/python -m bench.bench_vs_celery $(BENCH_ARGS)
+
+# Runs/s and Redis CPU per run with 1, 2 and 4 runners, one Valkey against a Valkey Cluster
+# (3 masters, 3 replicas), with Redis commands per run (docs/SCALING.md models from them).
+# BENCH_ARGS="--quick" for a short run, "--rounds 3" for medians.
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench.bench_scale $(BENCH_ARGS)
 
 # Regenerate the lock files from pyproject.toml: requirements/lock.txt (runtime: the image),
 # dev-lock.txt (runtime + dev: `make install`, CI) and peers-lock.txt (+ the Celery peer), each

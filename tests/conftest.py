@@ -25,6 +25,7 @@ from libs.events import Keys, connect_redis
 
 REQUIRE_SERVICES = os.environ.get("RAGPOC_REQUIRE_SERVICES") == "1"
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+pytest_plugins = ["tests.cluster_fixture"]
 
 
 def unavailable(reason: str) -> None:

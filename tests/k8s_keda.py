@@ -1,22 +1,33 @@
 """The KEDA objects of the rendered manifests: their vendored CRD schemas (made strict: an
-unknown field is an error) and whether the runner's ScaledObject reads the right stream, group
-and Redis (the ones rag-poc's settings give) through a TriggerAuthentication that resolves."""
+unknown field is an error) and whether the runner's ScaledObject reads what the runners consume.
+
+The runners' group spans one run-command stream per partition, and KEDA's redis-streams scaler
+watches one stream (the HPA would take the max over per-partition triggers, not the sum), so the
+triggers are Prometheus queries on the gateway's gauges, which sum the group over every stream:
+they must name gauges and a `service` label the gateway really exposes."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import jsonschema
 
-from libs.common.settings import Settings, SettingsError, load_settings
-from libs.events.names import RUNNERS_GROUP, Keys
-from tests.k8s_objects import by_kind, container_env
+from services.gateway.cluster_metrics import ClusterCollector, ClusterSnapshot, StreamSample
+from tests.k8s_objects import by_kind
 from tests.k8s_render import Manifest, object_id
 
-__all__ = ["KEDA_SCHEMA_FILES", "keda_problems", "keda_validator"]
+__all__ = [
+    "KEDA_SCHEMA_FILES",
+    "RUNNER_GAUGES",
+    "gateway_gauges",
+    "keda_problems",
+    "keda_validator",
+    "runner_selector",
+]
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "deploy" / "k8s" / "schemas"
 KEDA_SCHEMA_FILES = {
@@ -50,48 +61,71 @@ def keda_validator(kind: str) -> jsonschema.protocols.Validator:
     return jsonschema.Draft7Validator(schema)
 
 
-def _trigger_problems(
-    ident: str,
-    trigger: Manifest,
-    settings: Settings,
-    auths: dict[str, Manifest],
-    objects: list[Manifest],
-) -> list[str]:
-    """A redis-streams trigger on the runners' stream and group, in the database and with the
-    address and password of REDIS_URL (through its TriggerAuthentication)."""
-    problems = []
-    redis_url = urlsplit(settings.redis_url)
+# What each runner trigger must read: the gateway's gauge of the runners' consumer group
+# summed over every partition's run-command stream, by the trigger's name.
+RUNNER_GAUGES = {"runs-in-hand": "ragpoc_stream_pending", "runs-waiting": "ragpoc_stream_lag"}
+_QUERY = re.compile(r"max\((?P<metric>[a-zA-Z_:][\w:]*)\{(?P<labels>[^}]*)\}\)")
+_LABEL = re.compile(r'\s*(\w+)\s*=\s*"([^"]*)"\s*')
+
+
+def runner_selector(query: str) -> tuple[str, dict[str, str]] | None:
+    """The metric and label matchers of `max(metric{label="value",...})`, the one form the
+    runner triggers use (every gateway reports the same cluster-wide gauge, so max over the
+    gateways, never sum); None for any other query."""
+    found = _QUERY.fullmatch(query.strip())
+    if found is None:
+        return None
+    pairs = [_LABEL.fullmatch(part) for part in found["labels"].split(",") if part.strip()]
+    if not all(pairs):
+        return None
+    return found["metric"], {m[1]: m[2] for m in pairs if m is not None}
+
+
+def gateway_gauges() -> dict[str, set[str]]:
+    """The cluster gauges the gateway exposes, with the `service` values they carry."""
+    sample = StreamSample("runner", 1, 0.0, 0, 0.0, 0, 0, 0, 0)
+    collector = ClusterCollector(ClusterSnapshot(streams=[sample]), sse_clients=0)
+    return {
+        family.name: {s.labels["service"] for s in family.samples if "service" in s.labels}
+        for family in collector.collect()
+    }
+
+
+def _trigger_problems(ident: str, trigger: Manifest) -> list[str]:
+    """A prometheus trigger that reads a runner gauge the gateway exposes, as max over the
+    gateways, with a positive threshold and missing data an error (so the fallback applies)."""
+    name = trigger.get("name", "?")
     meta = trigger.get("metadata", {})
-    expected = {
-        "stream": Keys(settings.namespace, settings.partitions).run_commands,
-        "consumerGroup": RUNNERS_GROUP,
-        "databaseIndex": (redis_url.path or "/0").strip("/") or "0",
-    }
-    for key, value in expected.items():
-        if meta.get(key) != value:
-            problems.append(f"{ident}: trigger {key} is {meta.get(key)!r}, not {value!r}")
-    if trigger["type"] != "redis-streams" or not {"pendingEntriesCount", "lagCount"} & set(meta):
-        problems.append(f"{ident}: a trigger is not redis-streams on pending entries or lag")
-    auth = auths.get(trigger.get("authenticationRef", {}).get("name"))
-    if auth is None:
-        return [*problems, f"{ident}: its authenticationRef names no TriggerAuthentication"]
-    secrets = {o["metadata"]["name"]: o.get("stringData", {}) for o in by_kind(objects, "Secret")}
-    params = {
-        ref["parameter"]: secrets.get(ref["name"], {}).get(ref["key"])
-        for ref in auth["spec"].get("secretTargetRef", [])
-    }
-    address = f"{redis_url.hostname}:{redis_url.port or 6379}"
-    if (params.get("address"), params.get("password")) != (address, redis_url.password):
-        problems.append(f"{object_id(auth)}: address/password differ from REDIS_URL's")
+    where = f"{ident}: trigger {name}"
+    if trigger.get("type") != "prometheus":
+        return [f"{where} is {trigger.get('type')!r}, not prometheus on the gateway's gauges"]
+    problems = []
+    if not urlsplit(meta.get("serverAddress", "")).scheme.startswith("http"):
+        problems.append(f"{where}: serverAddress {meta.get('serverAddress')!r} is no http URL")
+    try:
+        if float(meta.get("threshold", "")) <= 0:
+            problems.append(f"{where}: threshold must be above 0")
+    except ValueError:
+        problems.append(f"{where}: threshold {meta.get('threshold')!r} is not a number")
+    if meta.get("ignoreNullValues") != "false":
+        problems.append(f"{where}: missing gauges would read as 0 (set ignoreNullValues false)")
+    selector = runner_selector(meta.get("query", ""))
+    if selector is None:
+        return [*problems, f"{where}: query {meta.get('query')!r} is not max(gauge{{...}})"]
+    metric, labels = selector
+    gauges = gateway_gauges()
+    if metric != RUNNER_GAUGES.get(name, metric) or metric not in gauges:
+        problems.append(f"{where}: reads {metric}, not {RUNNER_GAUGES.get(name)}")
+    if labels != {"service": "runner"} or "runner" not in gauges.get(metric, set()):
+        problems.append(f'{where}: selects {labels}, not the runners\' {{service="runner"}}')
     return problems
 
 
 def keda_problems(objects: list[Manifest]) -> list[str]:
     """The ScaledObject scales the runner Deployment (which leaves its replica count to KEDA)
-    with triggers that read what the runners consume."""
+    with triggers that read what the runners consume, summed over the partitions."""
     problems = []
     deployments = {d["metadata"]["name"]: d for d in by_kind(objects, "Deployment")}
-    auths = {a["metadata"]["name"]: a for a in by_kind(objects, "TriggerAuthentication")}
     scaled = by_kind(objects, "ScaledObject")
     if not scaled:
         problems.append("no ScaledObject: the runners are not autoscaled")
@@ -107,10 +141,14 @@ def keda_problems(objects: list[Manifest]) -> list[str]:
             continue
         if runner and "replicas" in runner["spec"]:
             problems.append(f"{ident}: the runner Deployment sets replicas, which fight KEDA's")
-        try:
-            settings = load_settings(container_env(container, objects)[0])
-        except SettingsError:
-            continue  # the runner's container check reports it
-        for trigger in obj["spec"]["triggers"]:
-            problems += _trigger_problems(ident, trigger, settings, auths, objects)
+        if "fallback" not in obj["spec"]:
+            problems.append(f"{ident}: no fallback: runners would scale away without Prometheus")
+        triggers = obj["spec"]["triggers"]
+        names = {trigger.get("name") for trigger in triggers}
+        if names != set(RUNNER_GAUGES):
+            problems.append(
+                f"{ident}: triggers {sorted(map(str, names))}, not {sorted(RUNNER_GAUGES)}"
+            )
+        for trigger in triggers:
+            problems += _trigger_problems(ident, trigger)
     return problems

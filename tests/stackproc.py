@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,9 +65,11 @@ class UpProcess:
 
 
 @contextmanager
-def ragpoc_up(data_dir: Path, env: dict[str, str], startup_s: float = 60) -> Iterator[UpProcess]:
-    """Start `ragpoc up` (with `env` over this process's environment, minus REDIS_URL and
-    OPENAI_BASE_URL unless `env` sets them), wait for "rag-poc is up", stop it on exit."""
+def ragpoc_up(
+    data_dir: Path, env: dict[str, str], startup_s: float = 60, args: Sequence[str] = ()
+) -> Iterator[UpProcess]:
+    """Start `ragpoc up [args]` (with `env` over this process's environment, minus REDIS_URL
+    and OPENAI_BASE_URL unless `env` sets them), wait for "rag-poc is up", stop it on exit."""
     gateway = free_port()
     child_env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "OPENAI_BASE_URL")}
     child_env |= {
@@ -81,7 +83,7 @@ def ragpoc_up(data_dir: Path, env: dict[str, str], startup_s: float = 60) -> Ite
     log = data_dir / "up.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "up"],
+            [sys.executable, "-m", "services.cli", "up", *args],
             cwd=ROOT,
             env=child_env,
             stdout=out,

@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import ClusterDownError, ReadOnlyError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = ["Backoff", "FailureStreak", "is_nogroup", "is_transient", "pause"]
@@ -38,9 +38,12 @@ _TRANSIENT_REPLIES = ("NOGROUP", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDO
 def is_transient(exc: BaseException) -> bool:
     """Whether a Redis error passes once the server is back: the connection went (restart,
     failover, network blip, CLIENT KILL), a timeout, the server still loading its data
-    (BusyLoadingError is a ConnectionError), a replica that is read-only mid-failover, or a
+    (BusyLoadingError is a ConnectionError), a replica that is read-only mid-failover, a
+    cluster whose slots are not all served for a moment (CLUSTERDOWN, TRYAGAIN), or a
     consumer group missing because the server came back empty (NOGROUP)."""
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | ReadOnlyError):
+        return True
+    if isinstance(exc, ClusterDownError | TryAgainError):  # a cluster mid-failover or resharding
         return True
     return isinstance(exc, ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES)
 

@@ -53,3 +53,12 @@ def configure_logging(level: str = "info", fmt: str = "auto", service: str = "")
     root.setLevel(numeric)
     for noisy in ("httpx", "httpcore", "sqlalchemy.engine", "aiosqlite"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    logging.getLogger("asyncio").addFilter(_not_a_replaced_cluster_node)
+
+
+def _not_a_replaced_cluster_node(record: logging.LogRecord) -> bool:
+    """redis-py's cluster client drops the node objects of a cluster it rediscovered (after a
+    failover) without closing them, and asyncio logs each as an error: an "Unclosed
+    ClusterNode" line per process per failover, which says nothing an operator can act on
+    (the client has already moved on to the new master)."""
+    return not str(record.msg).startswith("Unclosed ClusterNode")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -34,6 +34,7 @@ class Settings(EnvSettings, frozen=True, kw_only=True):
 
     data_dir: Path = Path(".ragpoc")
     redis_url: str = ""
+    redis_cluster: Literal["auto", "0", "1"] = "auto"
     database_url: str = ""
     qdrant_url: str = ""
     openai_base_url: str = "http://127.0.0.1:1573/v1"
@@ -58,6 +59,7 @@ class Settings(EnvSettings, frozen=True, kw_only=True):
     lock_ttl_ms: int = 30_000
     queue_timeout_s: float = 600.0
     durable_accept: bool = True
+    durable_replicas: Annotated[int, msgspec.Meta(ge=0, le=5)] = 0
     dev: bool = False
     log_level: str = "info"
     log_format: str = "auto"
@@ -99,6 +101,11 @@ class Settings(EnvSettings, frozen=True, kw_only=True):
         return f"{type(self).__name__}({', '.join(fields)})"
 
     @property
+    def cluster_mode(self) -> bool | None:
+        """RAGPOC_REDIS_CLUSTER as connect_redis takes it: None means "ask the server"."""
+        return None if self.redis_cluster == "auto" else self.redis_cluster == "1"
+
+    @property
     def allowed_host_names(self) -> list[str]:
         """The Host header names the gateway answers to (RAGPOC_ALLOWED_HOSTS, comma-separated);
         empty: the default for its bind address (loopback names on loopback, any elsewhere)."""
@@ -137,6 +144,10 @@ class Settings(EnvSettings, frozen=True, kw_only=True):
 ENVIRONMENT: dict[str, tuple[str, str]] = {
     "RAGPOC_DATA_DIR": ("data_dir", "folder for the embedded Valkey, SQLite and Qdrant data"),
     "REDIS_URL": ("redis_url", "Redis/Valkey to use; `ragpoc up` starts Valkey when unset"),
+    "RAGPOC_REDIS_CLUSTER": (
+        "redis_cluster",
+        "1: REDIS_URL names a Redis/Valkey Cluster node; 0: a single server; auto: ask it",
+    ),
     "DATABASE_URL": ("database_url", "SQL read models; SQLite in the data folder when unset"),
     "QDRANT_URL": ("qdrant_url", "Qdrant server; Qdrant local mode in the data folder when unset"),
     "OPENAI_BASE_URL": ("openai_base_url", "OpenAI-compatible endpoint (mockai by default)"),
@@ -181,6 +192,11 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "durable_accept",
         "answer 202 to POST /run-agents only once Valkey has the command on disk (WAITAOF; "
         "used when the server has it and AOF is on)",
+    ),
+    "RAGPOC_DURABLE_REPLICAS": (
+        "durable_replicas",
+        "replicas that must also have a run command before its 202 (WAIT); 1 keeps accepted "
+        "runs through a failover, and refuses runs (503) while a shard has no replica",
     ),
     "RAGPOC_DEV": ("dev", "development mode (enables per-request test knobs)"),
     "RAGPOC_LOG_LEVEL": ("log_level", "debug, info, warning or error"),

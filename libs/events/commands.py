@@ -10,7 +10,7 @@ __all__ = ["Command", "DocumentToIngest", "IngestDocuments", "RunAgent"]
 
 
 class RunAgent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="run"):
-    """Run the agent once for a task. Sent to `ragpoc:cmd:run`."""
+    """Run the agent once for a task. Sent to its partition's `ragpoc:{pK}:cmd:run`."""
 
     task_id: int
     run_id: str

@@ -22,7 +22,8 @@ log = structlog.get_logger(__name__)
 @dataclass
 class InHand:
     slots: int = 1
-    _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    # (stream, entry id) -> the task handling it (ids of different streams may be equal)
+    _tasks: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
 
     @property
     def free(self) -> int:
@@ -30,15 +31,20 @@ class InHand:
 
     @property
     def ids(self) -> list[str]:
-        return list(self._tasks)
+        """The entry ids in hand."""
+        return [entry_id for _stream, entry_id in self._tasks]
 
-    def __contains__(self, entry_id: object) -> bool:
-        return entry_id in self._tasks
+    def __contains__(self, entry: object) -> bool:
+        """Whether (stream, entry id) is in hand."""
+        return entry in self._tasks
 
-    def start(self, entry_id: str, handling: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def start(
+        self, stream: str, entry_id: str, handling: Coroutine[Any, Any, None]
+    ) -> asyncio.Task[None]:
+        key = (stream, entry_id)
         task = asyncio.create_task(handling, name=f"entry-{entry_id}")
-        self._tasks[entry_id] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(entry_id, None))
+        self._tasks[key] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(key, None))
         return task
 
     async def wait_for_slot(self, stop: asyncio.Event) -> None:

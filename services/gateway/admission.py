@@ -153,7 +153,8 @@ async def queue_run(
     try:
         appended = await ctx.store.append(requested, lock_token=lease.token)
         stage = "requested"
-        await ctx.durability.xadd(ctx.keys.run_commands, {"type": "run", "data": encode(command)})
+        stream = ctx.keys.run_commands_of(command.task_id)
+        await ctx.durability.xadd(stream, {"type": "run", "data": encode(command)})
     except BaseException as exc:
         kept = await _shielded(_undo(ctx, lease, stage, _why(exc)))
         if kept and stage == "requested" and isinstance(exc, Exception):

@@ -180,6 +180,7 @@ class Worker(WorkerInfo, frozen=True, kw_only=True):
 
 class PendingEntry(msgspec.Struct, kw_only=True):
     id: str
+    stream: str  # entry ids are per stream: the runners' pending entries span partitions
     consumer: str
     idle_ms: int
     deliveries: int
@@ -188,6 +189,7 @@ class PendingEntry(msgspec.Struct, kw_only=True):
 
 class DeadLetter(msgspec.Struct, kw_only=True):
     id: str
+    stream: str  # the command stream the entry was dead-lettered from
     reason: str
     deliveries: int | None
     source_id: str
@@ -197,12 +199,14 @@ class DeadLetter(msgspec.Struct, kw_only=True):
 
 
 class ServiceJobs(msgspec.Struct, kw_only=True):
-    stream: str
+    """One service's consumer group over its command streams (the runners': one per partition,
+    plus the pre-partition stream while it exists): lag and pending_count summed over them."""
+
+    streams: list[str]
     group: str
     workers: list[Worker]
     lag: int | None
     pending_count: int
-    last_delivered_id: str
     notes: list[str]
     pending: list[PendingEntry]
     dead_letters: list[DeadLetter]

@@ -65,12 +65,17 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, GatewayContext]]:
-        redis = connect_redis(settings.redis_url, name=f"{settings.namespace}:gateway")
+        redis = connect_redis(
+            settings.redis_url,
+            name=f"{settings.namespace}:gateway",
+            cluster=settings.cluster_mode,
+        )
         follower_redis = connect_redis(
             settings.redis_url,
             max_connections=10_000,
             socket_timeout=settings.sse_heartbeat_s + 15,
             name=f"{settings.namespace}:gateway-sse",
+            cluster=settings.cluster_mode,
         )
         engine = create_engine(settings.sqlalchemy_url)
         await create_schema(engine)

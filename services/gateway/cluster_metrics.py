@@ -1,12 +1,14 @@
 """Cluster-wide gauges the gateway reads from Redis when Prometheus scrapes it, for the alert
-rules and the dashboard: per command stream (runner, ingestor) the consumer group's lag, the
-age of its oldest undelivered entry, its pending entries and their longest idle time, its dead
-letters, and the live workers with the slots they offer and use (from their heartbeats); how far
-the projector is behind each partition log; and this gateway's SSE clients.
+rules and the dashboard: per service (runner, ingestor) over its command streams (the runners'
+one per partition, summed) the consumer group's lag, the age of its oldest undelivered entry,
+its pending entries and their longest idle time, its dead letters, and the live workers with
+the slots they offer and use (from their heartbeats); how far the projector is behind each
+partition log; and this gateway's SSE clients.
 
 Every gateway answers the same cluster-wide values (aggregate them with max, not sum). The
-Redis work per scrape is bounded: a handful of commands per stream, one pipeline over the
-partition logs, all under the caller's timeout (`metrics_endpoint`).
+Redis work per scrape is bounded: a few pipelines per service (each one round trip however many
+partitions there are, and each command single-key, so it also holds on a cluster), one pipeline
+over the partition logs, all under the caller's timeout (`metrics_endpoint`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from prometheus_client.core import GaugeMetricFamily
@@ -23,7 +26,7 @@ from libs.events import INGESTORS_GROUP, RUNNERS_GROUP, Keys
 from libs.events.ids import entry_key
 from libs.events.store import Entries
 from libs.events.workers import WorkerRegistry
-from services.gateway.jobs_api import ServiceView, _group_info, _pending
+from services.gateway.jobs_api import ServiceView, _group_info, _pending, runner_streams
 
 __all__ = ["ClusterCollector", "ClusterSnapshot", "StreamSample", "read_cluster"]
 
@@ -54,31 +57,48 @@ def _age_s(entry_id: str, now: float) -> float:
     return max(0.0, now - entry_key(entry_id)[0] / 1000)
 
 
-async def _oldest_after(redis: aioredis.Redis, stream: str, after_id: str) -> str | None:
-    """The id of the first entry of `stream` after `after_id` (exclusive), if any."""
-    entries: Entries = await redis.xrange(stream, f"({after_id}", "+", count=1)
-    return entries[0][0] if entries else None
+async def _undelivered_and_dead(
+    redis: aioredis.Redis, keys: Keys, view: ServiceView, now: float
+) -> tuple[float, int]:
+    """The age of the oldest entry not yet delivered, over every stream with the group (the
+    first entry after its last-delivered id), and the entries of all their dead-letter streams;
+    one pipeline of single-key commands, so it holds on a cluster too."""
+    dead_sources = list(dict.fromkeys([*view.streams, *view.optional]))
+    async with redis.pipeline(transaction=False) as pipe:
+        for stream, after in view.last_delivered.items():
+            pipe.xrange(stream, f"({after}", "+", count=1)
+        for stream in dead_sources:
+            pipe.xlen(keys.dead_letters(stream))
+        replies: list[Any] = await pipe.execute()
+    firsts = cast(list[Entries], replies[: len(view.last_delivered)])
+    lengths = replies[len(view.last_delivered) :]
+    oldest = max((_age_s(entries[0][0], now) for entries in firsts if entries), default=0.0)
+    return oldest, sum(int(n) for n in lengths)
 
 
 async def read_stream(
-    redis: aioredis.Redis, keys: Keys, service: str, stream: str, group: str, now: float
+    redis: aioredis.Redis,
+    keys: Keys,
+    service: str,
+    streams: list[str],
+    group: str,
+    now: float,
+    optional: frozenset[str] = frozenset(),
 ) -> StreamSample:
-    view = ServiceView(service=service, stream=stream, group=group)
+    """One service's sample over all its command streams: lags, pending counts and dead letters
+    summed; the oldest undelivered age and the longest pending idle time the max."""
+    view = ServiceView(service=service, streams=streams, group=group, optional=optional)
     view.workers = await WorkerRegistry(redis, keys.namespace).live_workers(service, now)
-    oldest_undelivered_s = 0.0
     exists = await _group_info(redis, view)
     if exists:
-        await _pending(redis, view)  # the oldest PENDING_LIMIT entries: bounded
-        oldest = await _oldest_after(redis, stream, view.last_delivered_id)
-        if oldest is not None:
-            oldest_undelivered_s = _age_s(oldest, now)
-    dead_letters = int(await redis.xlen(keys.dead_letters(stream)))
+        await _pending(redis, view)  # the oldest PENDING_LIMIT entries of each stream: bounded
+    oldest_undelivered_s, dead_letters = await _undelivered_and_dead(redis, keys, view, now)
     return StreamSample(
         service=service,
         lag=view.lag if exists else None,
         oldest_undelivered_s=oldest_undelivered_s,
         pending=view.pending_count,
-        pending_max_idle_s=max((p["idle_ms"] for p in view.pending), default=0) / 1000,
+        pending_max_idle_s=view.pending_max_idle_ms / 1000,
         dead_letters=dead_letters,
         live_workers=len(view.workers),
         slots=sum(w.slots for w in view.workers),
@@ -106,8 +126,16 @@ async def read_cluster(redis: aioredis.Redis, keys: Keys) -> ClusterSnapshot:
     """Everything the gauges show, read now (the caller bounds it with a timeout)."""
     now = time.time()
     streams = [
-        await read_stream(redis, keys, "runner", keys.run_commands, RUNNERS_GROUP, now),
-        await read_stream(redis, keys, "ingestor", keys.ingest_commands, INGESTORS_GROUP, now),
+        await read_stream(
+            redis,
+            keys,
+            "runner",
+            runner_streams(keys),
+            RUNNERS_GROUP,
+            now,
+            frozenset([keys.legacy_run_commands]),
+        ),
+        await read_stream(redis, keys, "ingestor", [keys.ingest_commands], INGESTORS_GROUP, now),
     ]
     return ClusterSnapshot(streams=streams, projector_lag_s=await projector_lag(redis, keys, now))
 

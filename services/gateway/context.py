@@ -9,6 +9,8 @@ from functools import cached_property
 
 import redis.asyncio as aioredis
 import structlog
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode
 from redis.typing import EncodableT, FieldT
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
@@ -18,6 +20,7 @@ from libs.commandside.locks import TaskLocks
 from libs.common import Settings
 from libs.common.errors import RagpocError
 from libs.events import Appended, EventStore, Keys
+from libs.events.redis_conn import node_of
 from services.gateway.hub import EventHub
 from services.gateway.projection_watch import ProjectionWatch
 
@@ -49,6 +52,7 @@ class DurableAccept:
 
     def __init__(self, redis: aioredis.Redis, settings: Settings, keys: Keys) -> None:
         self.redis = redis
+        self.replicas = settings.durable_replicas
         self.available: bool | None = None if settings.durable_accept else False
         self.reason = "" if settings.durable_accept else "RAGPOC_DURABLE_ACCEPT is off"
         self._probe_key = f"{keys.namespace}:durable-accept:probe"
@@ -73,7 +77,7 @@ class DurableAccept:
     async def _ask_server(self) -> tuple[bool, str]:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(self._probe_key, "1", px=60_000)  # a write of this connection to wait for
-            pipe.waitaof(1, 0, PROBE_TIMEOUT_MS)
+            _keyless(pipe, node_of(self.redis, self._probe_key), "WAITAOF", 1, 0, PROBE_TIMEOUT_MS)
             _, acked = await pipe.execute(raise_on_error=False)
         if isinstance(acked, Exception):
             return False, f"the server refused WAITAOF: {acked}"
@@ -86,13 +90,17 @@ class DurableAccept:
 
     async def xadd(self, stream: str, fields: dict[FieldT, EncodableT]) -> str:
         """XADD, returning once the entry is on disk (`NotDurable` if Valkey did not confirm
-        it within DURABLE_TIMEOUT_MS), or at once when durable accept is unavailable."""
+        it within DURABLE_TIMEOUT_MS), or at once when durable accept is unavailable. With
+        RAGPOC_DURABLE_REPLICAS, also once that many replicas have it."""
         if not await self.probe():
             return str(await self.redis.xadd(stream, fields))
+        node = node_of(self.redis, stream)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xadd(stream, fields)
-            pipe.waitaof(1, 0, DURABLE_TIMEOUT_MS)
-            entry_id, acked = await pipe.execute(raise_on_error=False)
+            _keyless(pipe, node, "WAITAOF", 1, 0, DURABLE_TIMEOUT_MS)
+            if self.replicas:
+                _keyless(pipe, node, "WAIT", self.replicas, DURABLE_TIMEOUT_MS)
+            entry_id, acked, *replicated = await pipe.execute(raise_on_error=False)
         if isinstance(entry_id, Exception):
             raise entry_id
         if isinstance(acked, Exception):  # AOF turned off since the probe, or another server
@@ -103,7 +111,27 @@ class DurableAccept:
             raise NotDurable(
                 f"Valkey did not confirm the write on disk within {DURABLE_TIMEOUT_MS} ms"
             )
+        if replicated and (isinstance(replicated[0], Exception) or replicated[0] < self.replicas):
+            raise NotDurable(
+                f"{replicated[0]} of the {self.replicas} replica(s) RAGPOC_DURABLE_REPLICAS asks "
+                f"for confirmed the write within {DURABLE_TIMEOUT_MS} ms"
+            )
         return str(entry_id)
+
+
+def _keyless(pipe: Pipeline, node: ClusterNode | None, *command: str | int) -> None:
+    """A command that names no key (WAITAOF, WAIT) in `pipe`, after the write it waits for:
+    on a cluster it is sent to the node that took the write (`node`), as the pipeline's
+    commands for one node go over one connection, in order.
+
+    Replicas are asked with WAIT (they have the write), not WAITAOF's second count (they have
+    it on disk): a replica reports its fsyncs only once a second, so that count cost every 202
+    a second, where WAIT answers at once. The write is then on the master's disk and in a
+    replica's memory: no single node's failure loses it."""
+    if node is None:
+        pipe.execute_command(*command)
+    else:
+        pipe.execute_command(*command, target_nodes=node)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """The gateway's Prometheus metrics.
 
 Request-side counters live in this process. Run outcomes happen in runners, so runners count
-them in a Redis hash (`Keys.run_stats`) and every gateway exposes the cluster-wide totals, with
-the cluster gauges of `services.gateway.cluster_metrics` (lag, dead letters, live workers,
-projector lag) read at scrape time.
+them in Redis hashes (`Keys.run_stats`, one per partition) and every gateway exposes the
+cluster-wide totals, with the cluster gauges of `services.gateway.cluster_metrics` (lag, dead
+letters, live workers, projector lag) read at scrape time.
 
 What a scrape reads from Redis is bounded by SCRAPE_READ_TIMEOUT_S: a read that fails or
 takes longer leaves its metrics out of that scrape rather than failing it, so the process's

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from libs.common.backoff import Backoff, FailureStreak, pause
 from libs.events import Appended, Keys
 from libs.events.ids import is_after
+from libs.events.redis_conn import pubsub_client
 from libs.readmodels import projected_position
 
 __all__ = ["FALLBACK_S", "ProjectionWatch", "parse_positions"]
@@ -113,8 +114,11 @@ class ProjectionWatch:
     async def _run(self) -> None:
         backoff = Backoff()
         while not self._stop.is_set():
+            subscriber = self.redis
             try:
-                async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                # on a cluster: a plain client on one node, picked again after each failure
+                subscriber = await pubsub_client(self.redis, name="ragpoc:projection-watch")
+                async with subscriber.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.keys.projected)
                     # what was published before the subscription: the hash has it
                     stored = await self.redis.hgetall(self.keys.projected)  # type: ignore[misc]
@@ -133,3 +137,6 @@ class ProjectionWatch:
                 raise
             except Exception as exc:  # Redis away: waiters fall back to SQL meanwhile
                 await pause(self._stop, self._streak.failed(exc, backoff.next_delay()))
+            finally:
+                if subscriber is not self.redis:
+                    await subscriber.aclose()

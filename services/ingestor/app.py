@@ -88,7 +88,11 @@ def create_app(settings: Settings, options: IngestSettings | None = None) -> Sta
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, IngestorContext]]:
         index = await open_index(settings, ingest_options)
-        redis = connect_redis(settings.redis_url) if settings.redis_url else None
+        redis = (
+            connect_redis(settings.redis_url, cluster=settings.cluster_mode)
+            if settings.redis_url
+            else None
+        )
         stop = asyncio.Event()
         task: asyncio.Task[None] | None = None
         if redis is None:

@@ -19,7 +19,6 @@ the service that knows what has reached the SQL archive (or was parked).
 from __future__ import annotations
 
 import asyncio
-from typing import cast
 
 import redis.asyncio as aioredis
 import structlog
@@ -33,6 +32,9 @@ from libs.common.backoff import Backoff, FailureStreak, pause
 from libs.common.database import create_engine, create_schema
 from libs.common.shutdown import stop_on_signals
 from libs.events import Keys, connect_redis
+from libs.events.crossread import CrossSlotReader
+from libs.events.redis_conn import is_cluster, publish
+from libs.events.redis_typing import awaitable
 from libs.events.retention import Trimmer
 from libs.events.store import Entries
 from libs.readmodels import LostRace, load_positions
@@ -70,6 +72,8 @@ class Projector:
         self.backoff = Backoff()
         self.streak = FailureStreak(log, "projector.step_failed", "projector.recovered")
         self._partition_of_log = {keys.partition_log(p): p for p in range(keys.partitions)}
+        # one XREAD for every log on a single server, one per log's slot on a cluster
+        self.reader = CrossSlotReader(redis, READ_COUNT)
         self._started = False
         self._stale = False  # a step failed midway: the stored positions may have moved
 
@@ -87,11 +91,8 @@ class Projector:
         wanted = {
             log_key: self.positions.get(p, "0-0") for log_key, p in self._partition_of_log.items()
         }
-        reply = await self.redis.xread(wanted, count=READ_COUNT, block=block_ms)  # type: ignore[arg-type]
-        batches = {
-            self._partition_of_log[log_key]: entries
-            for log_key, entries in cast(list[tuple[str, Entries]], reply or [])
-        }
+        reply = await self.reader.read(wanted, block_ms)
+        batches = {self._partition_of_log[log_key]: entries for log_key, entries in reply}
         if not batches:
             return 0
         self._stale = True  # until the outcome is known
@@ -138,10 +139,15 @@ class Projector:
         """Record and publish the positions this step committed, for the gateways'
         read-your-writes (`services/gateway/projection_watch.py`). Best effort: a gateway that
         misses it asks SQL, where the positions are committed already."""
+        message = " ".join(f"{p}={i}" for p, i in moved.items())
         try:
+            if is_cluster(self.redis):  # a cluster pipeline refuses PUBLISH
+                await awaitable(self.redis.hset(self.keys.projected, mapping=moved))
+                await publish(self.redis, self.keys.projected, message)
+                return
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hset(self.keys.projected, mapping=moved)
-                pipe.publish(self.keys.projected, " ".join(f"{p}={i}" for p, i in moved.items()))
+                pipe.publish(self.keys.projected, message)
                 await pipe.execute()
         except RedisError as exc:
             log.info("projector.announce_failed", error=f"{type(exc).__name__}: {exc}")
@@ -178,6 +184,7 @@ class Projector:
                 self.backoff.reset()
             if 0 < settled < READ_COUNT and linger_ms > 0:
                 await pause(stop, linger_ms / 1000)
+        await self.reader.close()
         log.info("projector.stopped")
 
 
@@ -211,7 +218,7 @@ async def trim_loop(trimmer: Trimmer, interval_s: float, stop: asyncio.Event) ->
 
 
 async def serve(settings: Settings) -> None:
-    redis = connect_redis(settings.redis_url)
+    redis = connect_redis(settings.redis_url, cluster=settings.cluster_mode)
     engine = projector_engine(settings.sqlalchemy_url)
     keys = Keys(settings.namespace, settings.partitions)
     projector = Projector(redis, engine, keys)

@@ -273,7 +273,7 @@ async def _finish(deps: RunDeps, lease: Lease, outcome: RunCompleted | RunFailed
     except LockNotHeld:
         log.warning("run.lock_lapsed_before_release")  # nothing left to release
     finished = "completed" if state == ClaimState.DONE else "failed"
-    await deps.stats.record(finished, outcome.duration_s)
+    await deps.stats.record(finished, outcome.duration_s, task_id=lease.task_id)
     RUNS_FINISHED.labels(outcome=finished).inc()
 
 

@@ -1,12 +1,15 @@
-"""The runner process: a member of the "runners" group on the run-command stream."""
+"""The runner process: a member of the "runners" group on every partition's run-command
+stream (and on the single run-command stream of earlier versions, while it exists)."""
 
 from __future__ import annotations
 
 import asyncio
 
 import httpx
+import redis.asyncio as aioredis
 import structlog
 from openai import AsyncOpenAI
+from redis.exceptions import RedisError
 
 from libs.commandside.locks import TaskLocks
 from libs.common import Settings
@@ -37,7 +40,23 @@ __all__ = ["build_consumer", "serve"]
 log = structlog.get_logger(__name__)
 
 
-def build_consumer(deps: RunDeps) -> GroupConsumer:
+async def run_command_streams(redis: aioredis.Redis, keys: Keys) -> list[str]:
+    """The streams a runner consumes: every partition's, and the one run-command stream of
+    versions before partitioning if it still exists, so the commands queued there before an
+    upgrade still run (delete it once its group has nothing pending: docs/SCALING.md)."""
+    streams = keys.run_command_streams()
+    try:
+        legacy = await redis.exists(keys.legacy_run_commands)
+    except RedisError as exc:  # Redis not up yet: the consumer rides that out, this need not
+        log.warning("runner.legacy_stream_unknown", error=f"{type(exc).__name__}: {exc}")
+        return streams
+    if legacy:
+        log.info("runner.legacy_stream", stream=keys.legacy_run_commands)
+        streams.append(keys.legacy_run_commands)
+    return streams
+
+
+def build_consumer(deps: RunDeps, streams: list[str] | None = None) -> GroupConsumer:
     async def handle(entry_id: str, fields: dict[str, str]) -> None:
         command = decode_command(fields["data"], RunAgent)
         with (
@@ -73,14 +92,14 @@ def build_consumer(deps: RunDeps) -> GroupConsumer:
                 build=failed,
             )
         if written:
-            await deps.stats.record("failed", 0.0)
+            await deps.stats.record("failed", 0.0, task_id=command.task_id)
             RUNS_FINISHED.labels(outcome="failed").inc()
 
     settings = deps.settings
     return GroupConsumer(
         redis=deps.store.redis,
         keys=deps.store.keys,
-        stream=deps.store.keys.run_commands,
+        stream=deps.store.keys.run_command_streams() if streams is None else streams,
         group=RUNNERS_GROUP,
         handler=handle,
         options=ConsumerOptions.from_settings(settings, concurrency=settings.runner_concurrency),
@@ -92,7 +111,7 @@ def build_consumer(deps: RunDeps) -> GroupConsumer:
 
 
 async def serve(settings: Settings) -> None:
-    redis = connect_redis(settings.redis_url)
+    redis = connect_redis(settings.redis_url, cluster=settings.cluster_mode)
     keys = Keys(settings.namespace, settings.partitions)
     engine = create_engine(settings.sqlalchemy_url)
     await create_schema(engine)
@@ -117,7 +136,8 @@ async def serve(settings: Settings) -> None:
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(reap_until(deps, stop), name="reaper")
-            await build_consumer(deps).run(stop)
+            streams = await run_command_streams(redis, keys)
+            await build_consumer(deps, streams).run(stop)
     finally:
         await llm.close()
         await http.aclose()

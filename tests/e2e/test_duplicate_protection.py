@@ -18,8 +18,10 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 from libs.events import Keys
+from services.cli.valkey_cluster import LocalCluster
 from tests.e2e.processes import Cluster
 from tests.eventually import eventually_sync
 from tests.rawhttp import RawResponse, request
@@ -28,10 +30,14 @@ pytestmark = pytest.mark.e2e
 
 
 class Deployment:
-    def __init__(self, cluster: Cluster, keys: Keys, redis_url: str) -> None:
+    def __init__(self, cluster: Cluster, keys: Keys, redis_url: str, on_cluster: bool) -> None:
         self.cluster = cluster
         self.keys = keys
-        self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
+        self.redis: redis.Redis = (
+            RedisCluster.from_url(redis_url, decode_responses=True)
+            if on_cluster
+            else redis.Redis.from_url(redis_url, decode_responses=True)
+        )
         self.gateways: list[str] = []
 
     def events(self, task_id: int) -> list[dict[str, Any]]:
@@ -83,21 +89,34 @@ class Deployment:
 @pytest.fixture
 def deployment(valkey_server: Any, database_url: str, tmp_path: Path) -> Iterator[Deployment]:
     """Runs on SQLite and on PostgreSQL."""
-    yield from _deploy(valkey_server, database_url, tmp_path)
+    yield from _deploy(valkey_server.connection_url, database_url, tmp_path)
 
 
 @pytest.fixture
 def sqlite_deployment(valkey_server: Any, tmp_path: Path) -> Iterator[Deployment]:
     """SQLite only, for the slower process-level scenarios (keeps the suite short)."""
-    yield from _deploy(valkey_server, f"sqlite:///{tmp_path / 'readmodels.db'}", tmp_path)
+    yield from _deploy(valkey_server.connection_url, _sqlite(tmp_path), tmp_path)
 
 
-def _deploy(valkey_server: Any, database_url: str, tmp_path: Path) -> Iterator[Deployment]:
+@pytest.fixture
+def cluster_deployment(valkey_cluster: LocalCluster, tmp_path: Path) -> Iterator[Deployment]:
+    """On a Valkey Cluster of 3 masters and 3 replicas (SQLite read models)."""
+    yield from _deploy(valkey_cluster.url, _sqlite(tmp_path), tmp_path, on_cluster=True)
+
+
+def _sqlite(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'readmodels.db'}"
+
+
+def _deploy(
+    redis_url: str, database_url: str, tmp_path: Path, on_cluster: bool = False
+) -> Iterator[Deployment]:
     namespace = f"dup{uuid.uuid4().hex[:8]}"
     keys = Keys(namespace, 16)
     cluster = Cluster.create(
         tmp_path / "logs",
-        REDIS_URL=valkey_server.connection_url,
+        REDIS_URL=redis_url,
+        RAGPOC_REDIS_CLUSTER="1" if on_cluster else "0",
         DATABASE_URL=database_url,
         RAGPOC_NAMESPACE=namespace,
         RAGPOC_DATA_DIR=str(tmp_path / "data"),
@@ -107,7 +126,7 @@ def _deploy(valkey_server: Any, database_url: str, tmp_path: Path) -> Iterator[D
     cluster.env["OPENAI_BASE_URL"] = f"{mockai}/v1"
     [cluster.env["INGESTOR_URL"]] = cluster.start_http("ingestor", "INGESTOR_PORT")
     cluster.start("projector")
-    running = Deployment(cluster, keys, valkey_server.connection_url)
+    running = Deployment(cluster, keys, redis_url, on_cluster)
     try:
         yield running
     finally:
@@ -129,6 +148,16 @@ async def burst(urls: list[str], task_ids: list[int], per_task: int) -> list[Raw
 def test_200_concurrent_requests_over_4_gateways_admit_exactly_one(
     deployment: Deployment,
 ) -> None:
+    admit_exactly_one_of_200(deployment)
+
+
+def test_on_a_cluster_200_concurrent_requests_over_4_gateways_admit_exactly_one(
+    cluster_deployment: Deployment,
+) -> None:
+    admit_exactly_one_of_200(cluster_deployment)
+
+
+def admit_exactly_one_of_200(deployment: Deployment) -> None:
     deployment.gateways = deployment.cluster.start_http("gateway", "GATEWAY_PORT", count=4)
     deployment.cluster.start("runner")
     task_id = deployment.create_task()

@@ -3,30 +3,15 @@ no REDIS_URL, no --base-url, only the same data folder."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.stackproc import ROOT, ragpoc_up
+from tests.cli_runner import ragpoc
+from tests.stackproc import ragpoc_up
 
 pytestmark = pytest.mark.e2e
-
-
-def ragpoc(args: list[str], data_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    env["RAGPOC_DATA_DIR"] = str(data_dir)
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_events_and_ingest_find_the_running_stack_and_not_a_stopped_one(tmp_path: Path) -> None:
@@ -37,15 +22,15 @@ def test_events_and_ingest_find_the_running_stack_and_not_a_stopped_one(tmp_path
         assert (data_dir / "stack.json").is_file()
         task = httpx.post(f"{stack.base_url}/api/tasks", json={"title": "found?"}).json()
 
-        events = ragpoc(["events", str(task["id"])], data_dir)
+        events = ragpoc("events", str(task["id"]), data_dir=data_dir)
         assert events.returncode == 0, events.stderr
         assert "task.created" in events.stdout
 
-        ingest = ragpoc(["ingest", str(notes)], data_dir)
+        ingest = ragpoc("ingest", str(notes), data_dir=data_dir)
         assert ingest.returncode == 0, ingest.stdout + ingest.stderr
         assert "ingested 1 documents" in ingest.stdout
 
     assert not (data_dir / "stack.json").exists()
-    after = ragpoc(["events", str(task["id"])], data_dir)
+    after = ragpoc("events", str(task["id"]), data_dir=data_dir)
     assert after.returncode == 2
     assert "no `ragpoc up` stack runs from" in after.stderr

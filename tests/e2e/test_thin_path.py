@@ -32,9 +32,16 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-@pytest.fixture(params=["embedded-valkey", "external-redis"])
+@pytest.fixture(params=["embedded-valkey", "external-redis", "embedded-cluster"])
 def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[UpProcess]:
     extra = {"RAGPOC_LOG_FORMAT": "json"}
+    if request.param == "embedded-cluster":  # 3 masters and 3 replicas of its own
+        # dev mode lets the lock smoke hold its run: the pair it sends then always conflicts
+        # (a run on this fast path can end before the second request, which then gets 202)
+        extra["RAGPOC_DEV"] = "1"
+        with ragpoc_up(tmp_path / "data", extra, args=["--cluster"]) as running:
+            yield running
+        return
     if request.param == "external-redis":
         # the machine's Redis when REDIS_URL is set, else a Valkey the stack did not start
         external = os.environ.get("REDIS_URL") or request.getfixturevalue("valkey_server")
@@ -76,6 +83,14 @@ def test_the_thin_path_and_the_lock_smoke_through_real_processes_then_a_clean_ct
     assert smoke.returncode == 0, smoke.stdout + smoke.stderr
     assert "PASS: " in smoke.stdout
     assert "one run accepted (202), one refused (409" in smoke.stdout
+    rag = subprocess.run(  # ingest -> search -> run -> an answer with its sources
+        [sys.executable, "scripts/run_e2e_integration.py", "--base-url", stack.base_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rag.returncode == 0, rag.stdout + rag.stderr
+    assert "OK: the retrieved text is in the run's response" in rag.stdout
 
     children = descendants(stack.process.pid)
     assert len(children) >= 5  # mockai, projector, ingestor, runner, gateway (+ valkey)

@@ -108,7 +108,7 @@ async def chaos_run(
 def _poison(stack: ChaosStack) -> str:
     """A run command no runner can read: it must be dead-lettered after K deliveries."""
     with redis.Redis(port=stack.valkey.port, decode_responses=True) as admin:
-        return str(admin.xadd(KEYS.run_commands, {"type": "run", "data": "not a command"}))
+        return str(admin.xadd(KEYS.run_commands(0), {"type": "run", "data": "not a command"}))
 
 
 async def _serving_after(stack: ChaosStack) -> str:
@@ -194,7 +194,11 @@ def _read_truth(
             ]
             for task_id in task_ids
         }
-        dead = [fields for _id, fields in admin.xrange(KEYS.dead_letters(KEYS.run_commands))]
+        dead = [
+            fields
+            for stream in KEYS.run_command_streams()
+            for _id, fields in admin.xrange(KEYS.dead_letters(stream))
+        ]
         docs = [json.loads(fields["data"]) for _id, fields in admin.xrange(KEYS.doc_events)]
     return logs, dead, docs
 

@@ -67,17 +67,20 @@ class JobsView:
             self.get, until=check, within=5, message="GET /api/jobs never showed it"
         )
 
-    async def queue_run(self, task_id: int, run_id: str) -> str:
-        """What admission leaves behind for a queued run: a queued claim and a command entry."""
+    async def queue_run(self, task_id: int, run_id: str, entry_id: str = "*") -> str:
+        """What admission leaves behind for a queued run: a queued claim and a command entry in
+        the run-command stream of the task's partition."""
         assert await claim_task(self.engine, task_id, run_id, fence=1, expires_at=time.time() + 600)
         command = RunAgent(task_id=task_id, run_id=run_id, fence=1, question="q")
-        return str(await self.redis.xadd(self.keys.run_commands, {"data": encode(command)}))
+        stream = self.keys.run_commands_of(task_id)
+        return str(await self.redis.xadd(stream, {"data": encode(command)}, id=entry_id))
 
 
 @dataclass
 class SlowRunner:
-    """A runner consumer, registered as `live-runner`, whose handler keeps each entry in hand
-    until released. Its group exists from the start; the runner runs once a test starts it."""
+    """A runner consumer, registered as `live-runner`, following every partition's run-command
+    stream as the runners do, whose handler keeps each entry in hand until released. Its group
+    exists from the start; the runner runs once a test starts it."""
 
     view: JobsView
     started: asyncio.Event = field(default_factory=asyncio.Event)
@@ -89,7 +92,7 @@ class SlowRunner:
         self.consumer = GroupConsumer(
             redis=self.view.redis,
             keys=self.view.keys,
-            stream=self.view.keys.run_commands,
+            stream=self.view.keys.run_command_streams(),
             group=RUNNERS_GROUP,
             handler=self.hold,
             options=ConsumerOptions(block_ms=100, min_idle_ms=600_000),

@@ -45,7 +45,7 @@ async def assert_free_at_once(stack: GatewayStack, task_id: int, undone_run: str
 async def test_a_failed_command_xadd_frees_the_task_at_once(stack: GatewayStack) -> None:
     task_id = await stack.new_task()
     # the command stream's key holds a string: the XADD fails with WRONGTYPE
-    await stack.redis.set(stack.keys.run_commands, "not a stream")
+    await stack.redis.set(stack.keys.run_commands_of(task_id), "not a stream")
 
     failed = await stack.client.post("/run-agents", json={"id": task_id})
 
@@ -57,7 +57,7 @@ async def test_a_failed_command_xadd_frees_the_task_at_once(stack: GatewayStack)
     assert types[-4:] == ["lock.acquired", "run.requested", "run.failed", "lock.released"]
     # a runner that still got the command (a lost reply) would skip it: the run has ended
     assert await stack.store.run_outcome(task_id, claim.run_id) == "run.failed"
-    await stack.redis.delete(stack.keys.run_commands)
+    await stack.redis.delete(stack.keys.run_commands_of(task_id))
     await assert_free_at_once(stack, task_id, claim.run_id)
 
     async def failed_run_error() -> str:

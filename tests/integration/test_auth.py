@@ -10,7 +10,6 @@ import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,7 +22,6 @@ from starlette.routing import Mount, Route
 from structlog.testing import capture_logs
 
 from libs.common import Settings
-from libs.events import Keys
 from services.gateway.app import STATIC
 from services.gateway.app import create_app as gateway_app
 from services.gateway.auth import AuthMiddleware
@@ -35,20 +33,11 @@ from services.gateway.tokens import (
     parse_tokens,
 )
 from tests.conftest import free_port
-from tests.integration.inprocess import InProcessStack, in_process_stack, serving
+from tests.integration.conftest import StartStack
+from tests.integration.inprocess import InProcessStack, serving
+from tests.integration.test_auth_startup import READ, TOKENS, WRITE
 from tests.sse_client import sse_frames
 
-
-@pytest.fixture
-def redis_url(valkey_server: Any) -> str:
-    """Who may ask does not depend on the Redis server: the embedded Valkey is enough."""
-    url: str = valkey_server.connection_url
-    return url
-
-
-READ = "reader-secret-0123456789abcdef"
-WRITE = "writer-secret-0123456789abcdef"
-TOKENS = f"ui:read:{READ},ops:write:{WRITE}"
 # what the interface leaves open without credentials (/metrics: RAGPOC_METRICS_PUBLIC=1)
 OPEN_PATHS = {"/", "/health", "/ready", "/openapi.json", "/docs", "/metrics", "/api/session"}
 OPEN_MOUNTS = {"/static", "/docs"}
@@ -59,18 +48,9 @@ def bearer(secret: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    """SQLite only: who may ask does not depend on the SQL backend."""
-    return f"sqlite+aiosqlite:///{tmp_path / 'readmodels.db'}"
-
-
-@pytest.fixture
-async def stack(
-    redis_url: str, database_url: str, keys: Keys, tmp_path: Path
-) -> AsyncIterator[InProcessStack]:
-    async with in_process_stack(
-        redis_url, database_url, keys, str(tmp_path), api_tokens=TOKENS
-    ) as running:
+async def stack(gateway_stack: StartStack) -> AsyncIterator[InProcessStack]:
+    """Who may ask depends neither on the Redis server nor on the SQL backend."""
+    async with gateway_stack(api_tokens=TOKENS) as running:
         yield running
 
 

@@ -4,10 +4,7 @@ RAGPOC_ALLOW_OPEN=1), checked directly and through the `ragpoc` CLI."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,8 +19,8 @@ from services.gateway.tokens import (
     load_tokens,
     parse_tokens,
 )
+from tests.cli_runner import ragpoc
 
-ROOT = Path(__file__).resolve().parents[2]
 READ = "reader-secret-0123456789abcdef"
 WRITE = "writer-secret-0123456789abcdef"
 TOKENS = f"ui:read:{READ},ops:write:{WRITE}"
@@ -85,22 +82,15 @@ def test_an_open_gateway_on_loopback_says_so_once() -> None:
     assert "anyone on this machine can use the API" in opened[0]["message"]
 
 
-def run_cli(tmp_path: Path, *command: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("RAGPOC_", "REDIS_URL"))}
-    clean |= {"RAGPOC_DATA_DIR": str(tmp_path / "data"), **env}
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", *command],
-        cwd=ROOT,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 @pytest.mark.parametrize("command", ["gateway", "up"])
 def test_the_cli_refuses_to_start_exposed_without_tokens(tmp_path: Path, command: str) -> None:
-    refused = run_cli(tmp_path, command, RAGPOC_HOST="0.0.0.0", REDIS_URL="redis://127.0.0.1:9/0")
+    refused = ragpoc(
+        command,
+        data_dir=tmp_path / "data",
+        unset=("RAGPOC_", "REDIS_URL"),
+        RAGPOC_HOST="0.0.0.0",
+        REDIS_URL="redis://127.0.0.1:9/0",
+    )
     assert refused.returncode == 2, refused.stderr
     assert "RAGPOC_API_TOKENS" in refused.stderr
     assert "RAGPOC_ALLOW_OPEN=1" in refused.stderr

@@ -24,7 +24,7 @@ def consumer(
     return GroupConsumer(
         redis=redis,
         keys=keys,
-        stream=keys.run_commands,
+        stream=keys.run_commands(0),
         group="workers",
         handler=handler,
         options=ConsumerOptions(
@@ -36,13 +36,13 @@ def consumer(
 
 
 async def pending_count(redis: aioredis.Redis, keys: Keys) -> int:
-    summary = await redis.xpending(keys.run_commands, "workers")
+    summary = await redis.xpending(keys.run_commands(0), "workers")
     return int(summary["pending"])
 
 
 async def idle_ms(redis: aioredis.Redis, keys: Keys, entry_id: str) -> int:
     """How long the pending entry has gone untouched by its consumer."""
-    [entry] = await redis.xpending_range(keys.run_commands, "workers", entry_id, entry_id, 1)
+    [entry] = await redis.xpending_range(keys.run_commands(0), "workers", entry_id, entry_id, 1)
     return int(entry["time_since_delivered"])
 
 
@@ -58,7 +58,7 @@ async def test_an_entry_is_acked_only_after_its_handler_succeeded(
     worker = consumer(redis_client, keys, handle, name="a")
     await worker.ensure_group()
     for n in range(3):
-        await redis_client.xadd(keys.run_commands, {"n": str(n)})
+        await redis_client.xadd(keys.run_commands(0), {"n": str(n)})
     await worker.run(burst=True)
     assert seen == ["0", "1", "2"]
     assert await pending_count(redis_client, keys) == 0
@@ -73,7 +73,7 @@ async def test_creating_the_group_twice_is_harmless(
     worker = consumer(redis_client, keys, handle, name="a")
     await worker.ensure_group()
     await worker.ensure_group()
-    groups = await redis_client.xinfo_groups(keys.run_commands)
+    groups = await redis_client.xinfo_groups(keys.run_commands(0))
     assert [g["name"] for g in groups] == ["workers"]
 
 
@@ -87,9 +87,9 @@ async def test_a_dead_consumers_pending_entry_is_reclaimed_by_a_live_one(
 
     live = consumer(redis_client, keys, handle, name="live", min_idle_ms=100)
     await live.ensure_group()
-    entry_id = await redis_client.xadd(keys.run_commands, {"job": "orphaned"})
+    entry_id = await redis_client.xadd(keys.run_commands(0), {"job": "orphaned"})
     # A consumer that read the entry and died before acking it: the entry stays pending on it.
-    await redis_client.xreadgroup("workers", "dead", {keys.run_commands: ">"}, count=1)
+    await redis_client.xreadgroup("workers", "dead", {keys.run_commands(0): ">"}, count=1)
     assert await pending_count(redis_client, keys) == 1
 
     await live.run(burst=True)
@@ -123,7 +123,7 @@ async def test_a_slow_handler_keeps_its_claim_so_no_one_else_takes_the_entry(
     owner = consumer(redis_client, keys, slow, name="owner", min_idle_ms=150)
     thief = consumer(redis_client, keys, other, name="thief", min_idle_ms=150)
     await owner.ensure_group()
-    await redis_client.xadd(keys.run_commands, {"job": "long"})
+    await redis_client.xadd(keys.run_commands(0), {"job": "long"})
     working = asyncio.create_task(owner.process_once())
     await asyncio.wait_for(started.wait(), timeout=5)
     # The scenario itself, not a wait for something: the thief keeps trying for 0.6 s, four
@@ -160,7 +160,7 @@ async def test_an_entry_that_keeps_failing_goes_to_the_dead_letter_stream_with_i
         on_dead_letter=on_dead,
     )
     await worker.ensure_group()
-    entry_id = await redis_client.xadd(keys.run_commands, {"job": "poison"})
+    entry_id = await redis_client.xadd(keys.run_commands(0), {"job": "poison"})
 
     async def retried_until_dead() -> list[tuple[str, str]]:
         await worker.run(burst=True)  # reclaims the entry once it is idle, and fails again
@@ -172,7 +172,7 @@ async def test_an_entry_that_keeps_failing_goes_to_the_dead_letter_stream_with_i
     assert dead == [(entry_id, "ValueError: cannot process job poison")]
     letters = cast(
         list[tuple[str, dict[str, str]]],
-        await redis_client.xrange(keys.dead_letters(keys.run_commands)),
+        await redis_client.xrange(keys.dead_letters(keys.run_commands(0))),
     )
     assert len(letters) == 1
     fields = letters[0][1]
@@ -196,12 +196,12 @@ async def test_stop_lets_the_entry_in_hand_finish_and_ack(
 
     worker = consumer(redis_client, keys, handle, name="a")
     await worker.ensure_group()
-    await redis_client.xadd(keys.run_commands, {"job": "first"})
-    await redis_client.xadd(keys.run_commands, {"job": "second"})
+    await redis_client.xadd(keys.run_commands(0), {"job": "first"})
+    await redis_client.xadd(keys.run_commands(0), {"job": "second"})
     await asyncio.wait_for(worker.run(stop), timeout=5)
     assert finished == ["first"]
     # "second" was never read (a consumer reads only as many entries as it can start): nothing
     # is pending, and the next member to read gets it
     assert await pending_count(redis_client, keys) == 0
-    reply = await redis_client.xreadgroup("workers", "b", {keys.run_commands: ">"})
+    reply = await redis_client.xreadgroup("workers", "b", {keys.run_commands(0): ">"})
     assert [fields["job"] for _id, fields in reply[0][1]] == ["second"]

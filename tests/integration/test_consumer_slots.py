@@ -25,7 +25,7 @@ def slotted(
     return GroupConsumer(
         redis=redis,
         keys=keys,
-        stream=keys.run_commands,
+        stream=keys.run_commands(0),
         group=GROUP,
         handler=handler,
         options=ConsumerOptions(block_ms=50, concurrency=slots, **options),  # type: ignore[arg-type]
@@ -36,7 +36,7 @@ def slotted(
 
 
 async def pending(redis: aioredis.Redis, keys: Keys) -> int:
-    return int((await redis.xpending(keys.run_commands, GROUP))["pending"])
+    return int((await redis.xpending(keys.run_commands(0), GROUP))["pending"])
 
 
 async def test_three_slots_handle_three_entries_at_once_and_read_no_more(
@@ -54,7 +54,7 @@ async def test_three_slots_handle_three_entries_at_once_and_read_no_more(
     worker = slotted(redis_client, keys, handle, slots=3)
     await worker.ensure_group()
     for n in range(5):
-        await redis_client.xadd(keys.run_commands, {"job": str(n)})
+        await redis_client.xadd(keys.run_commands(0), {"job": str(n)})
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
 
@@ -86,8 +86,8 @@ async def test_stop_lets_entries_in_hand_finish_within_the_drain_bound_and_leave
 
     worker = slotted(redis_client, keys, handle, slots=2, drain_s=0.5)
     await worker.ensure_group()
-    await redis_client.xadd(keys.run_commands, {"job": "quick", "seconds": "0.2"})
-    slow = await redis_client.xadd(keys.run_commands, {"job": "slow", "seconds": "30"})
+    await redis_client.xadd(keys.run_commands(0), {"job": "quick", "seconds": "0.2"})
+    slow = await redis_client.xadd(keys.run_commands(0), {"job": "slow", "seconds": "30"})
     stop = asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
     await eventually(lambda: pending(redis_client, keys), until=lambda n: n == 2)
@@ -96,5 +96,5 @@ async def test_stop_lets_entries_in_hand_finish_within_the_drain_bound_and_leave
     await asyncio.wait_for(running, 5)  # the slow one was cut after 0.5 s, not waited for
 
     assert finished == ["quick"]
-    still = await redis_client.xpending_range(keys.run_commands, GROUP, "-", "+", 10)
+    still = await redis_client.xpending_range(keys.run_commands(0), GROUP, "-", "+", 10)
     assert [p["message_id"] for p in still] == [slow]  # pending, for a live member to reclaim

@@ -6,41 +6,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from libs.events import Keys
-from tests.integration.inprocess import InProcessStack, in_process_stack
-
-
-@pytest.fixture
-def redis_url(valkey_server: Any) -> str:
-    """The guards sit in front of everything: the embedded Valkey is enough."""
-    url: str = valkey_server.connection_url
-    return url
-
+from tests.integration.conftest import StartStack
+from tests.integration.inprocess import InProcessStack
 
 WRITE = "writer-secret-0123456789abcdef"
 
 
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    """SQLite only: the guards sit in front of the SQL backend, whichever it is."""
-    return f"sqlite+aiosqlite:///{tmp_path / 'readmodels.db'}"
-
-
-@pytest.fixture
-async def stack(
-    redis_url: str, database_url: str, keys: Keys, tmp_path: Path
-) -> AsyncIterator[InProcessStack]:
-    async with in_process_stack(
-        redis_url,
-        database_url,
-        keys,
-        str(tmp_path),
+async def stack(gateway_stack: StartStack) -> AsyncIterator[InProcessStack]:
+    """The guards sit in front of everything, whichever Redis server and SQL backend."""
+    async with gateway_stack(
         api_tokens=f"ops:write:{WRITE}",
         max_sse_clients=1,
         max_waiters=1,

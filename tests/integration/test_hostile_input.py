@@ -6,36 +6,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy.exc import DataError
 from starlette.requests import Request
 
-from libs.events import Keys
 from services.gateway.errors import data_error_handler
 from services.gateway.validation import MAX_JSON_DEPTH, nesting_depth_exceeds
+from tests.integration.conftest import StartStack
 from tests.integration.hostile_support import JSON, error_of, no_tasks, opening_of, queued_ingests
-from tests.integration.inprocess import InProcessStack, in_process_stack
-
-
-@pytest.fixture
-def redis_url(valkey_server: Any) -> str:
-    """The embedded Valkey only: what the gateway refuses is decided before Redis is asked.
-    Both SQL backends stay: nothing half-written may reach either."""
-    url: str = valkey_server.connection_url
-    return url
-
+from tests.integration.inprocess import InProcessStack
 
 TOO_BIG_FOR_BIGINT = 2**63  # one past the largest id a signed 64-bit column holds
 
 
 @pytest.fixture
-async def stack(
-    redis_url: str, database_url: str, keys: Keys, tmp_path: Path
-) -> AsyncIterator[InProcessStack]:
-    async with in_process_stack(redis_url, database_url, keys, str(tmp_path)) as running:
+async def stack(gateway_stack: StartStack, database_url: str) -> AsyncIterator[InProcessStack]:
+    """What the gateway refuses is decided before Redis is asked. Both SQL backends stay:
+    nothing half-written may reach either."""
+    async with gateway_stack(database_url) as running:
         yield running
 
 

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from starlette.requests import Request
 
-from libs.events import Keys
 from services.gateway.bodies import decode_body
 from services.gateway.errors import ApiError
+from tests.integration.conftest import StartStack
 from tests.integration.hostile_support import (
     error_of,
     no_tasks,
@@ -23,28 +21,14 @@ from tests.integration.hostile_support import (
     queued_ingests,
     raw_post,
 )
-from tests.integration.inprocess import InProcessStack, in_process_stack
+from tests.integration.inprocess import InProcessStack
 
 
 @pytest.fixture
-def redis_url(valkey_server: Any) -> str:
-    """The embedded Valkey only: what the gateway refuses is decided before Redis or the
-    database is asked, so one backend pair is enough."""
-    url: str = valkey_server.connection_url
-    return url
-
-
-@pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    """SQLite only (see redis_url)."""
-    return f"sqlite+aiosqlite:///{tmp_path / 'readmodels.db'}"
-
-
-@pytest.fixture
-async def stack(
-    redis_url: str, database_url: str, keys: Keys, tmp_path: Path
-) -> AsyncIterator[InProcessStack]:
-    async with in_process_stack(redis_url, database_url, keys, str(tmp_path)) as running:
+async def stack(gateway_stack: StartStack) -> AsyncIterator[InProcessStack]:
+    """What the gateway refuses is decided before Redis or the database is asked, so one
+    backend pair is enough."""
+    async with gateway_stack() as running:
         yield running
 
 

@@ -1,6 +1,7 @@
 """`GET /api/jobs` against a real gateway, Redis/Valkey and SQL database: live workers with their
 entry in hand, pending entries on a dead consumer, dead letters, failed runs, and why queued runs
-wait."""
+wait; for the runners, summed and merged over every partition's run-command stream (and the
+pre-partition stream while it exists)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from libs.events.codec import encode
 from libs.events.commands import RunAgent
 from libs.events.consumer import ConsumerOptions, GroupConsumer
 from libs.readmodels.schema import runs
+from services.gateway import jobs_api
 from tests.integration.jobs_support import JobsView, SlowRunner, gateway
 
 
@@ -55,12 +57,14 @@ def reason_of(body: dict[str, Any], run_id: str) -> str:
     return reason
 
 
-async def queue_on_a_dead_consumer(view: JobsView, task_id: int, run_id: str) -> None:
+async def queue_on_a_dead_consumer(
+    view: JobsView, task_id: int, run_id: str, entry_id: str = "*"
+) -> str:
     """A queued run whose command a consumer read and never acked: it died with it in hand."""
-    await view.queue_run(task_id, run_id)
-    await view.redis.xreadgroup(
-        RUNNERS_GROUP, "dead-runner", {view.keys.run_commands: ">"}, count=1
-    )
+    entry_id = await view.queue_run(task_id, run_id, entry_id)
+    stream = view.keys.run_commands_of(task_id)
+    await view.redis.xreadgroup(RUNNERS_GROUP, "dead-runner", {stream: ">"}, count=1)
+    return entry_id
 
 
 async def queue_behind_a_lock_and_behind_the_queue(view: JobsView) -> None:
@@ -75,12 +79,12 @@ async def test_before_any_stream_exists_the_view_shows_zeros_and_notes_not_an_er
 ) -> None:
     body = await view.get()
     runner = body["services"]["runner"]
-    assert runner["stream"] == view.keys.run_commands
+    assert runner["streams"] == view.keys.run_command_streams()  # no pre-partition stream
     assert runner["group"] == RUNNERS_GROUP
     assert runner["workers"] == []
     assert runner["pending"] == []
     assert runner["lag"] == 0
-    assert any("does not exist" in n for n in runner["notes"])
+    assert any("do not exist yet" in n for n in runner["notes"])
     assert body["services"]["ingestor"]["group"] == INGESTORS_GROUP
 
 
@@ -100,6 +104,7 @@ async def test_an_entry_read_and_never_acked_is_pending_on_a_dead_consumer(
     body = await view.once(lambda b: b["services"]["runner"]["pending"])
     [pending] = body["services"]["runner"]["pending"]
     assert pending["consumer"] == "dead-runner"
+    assert pending["stream"] == view.keys.run_commands_of(1)
     assert pending["deliveries"] == 1
     assert pending["idle_ms"] >= 0
     assert pending["consumer_live"] is False
@@ -156,7 +161,7 @@ async def test_dead_letters_show_their_reason_source_entry_and_deliveries(view: 
     # and one as a runner leaves it
     dead_run = RunAgent(task_id=9, run_id="run-dead", fence=1, question="q")
     await view.redis.xadd(
-        view.keys.dead_letters(view.keys.run_commands),
+        view.keys.dead_letters(view.keys.run_commands_of(9)),
         {
             "data": encode(dead_run),
             "source_id": "1-0",
@@ -175,6 +180,7 @@ async def test_dead_letters_show_their_reason_source_entry_and_deliveries(view: 
     [run_dead] = body["services"]["runner"]["dead_letters"]
     assert run_dead["reason"] == "TimeoutError: llm"
     assert (run_dead["task_id"], run_dead["run_id"]) == (9, "run-dead")
+    assert run_dead["stream"] == view.keys.run_commands_of(9)
     assert run_dead["deliveries"] == 5
 
 
@@ -219,3 +225,87 @@ async def test_after_a_clean_shutdown_the_worker_is_gone_and_queued_runs_wait_fo
     assert reason_of(body, "run-locked").startswith("held by lock other-run")
     # run-behind's command was never delivered: nobody is there to take it
     assert reason_of(body, "run-behind") == "no live consumer in group runners"
+
+
+async def dead_letter(view: JobsView, task_id: int, reason: str, entry_id: str) -> str:
+    """A runner's dead letter for a command of `task_id`, in its partition's dead letters (with
+    an explicit id: entries of two streams can share a millisecond)."""
+    command = RunAgent(task_id=task_id, run_id=f"run-{task_id}", fence=1, question="q")
+    letter = {"data": encode(command), "source_id": "1-0", "deliveries": "5", "reason": reason}
+    dead = view.keys.dead_letters(view.keys.run_commands_of(task_id))
+    return str(await view.redis.xadd(dead, letter, id=entry_id))
+
+
+async def test_runs_queued_pending_and_dead_in_different_partitions_are_all_reported(
+    view: JobsView, runner: SlowRunner
+) -> None:
+    keys = view.keys
+    assert {keys.partition_of(t) for t in (1, 2, 3, 4)} == {1, 2, 3, 0}  # four partitions
+    await queue_on_a_dead_consumer(view, 1, "run-p1")
+    await queue_on_a_dead_consumer(view, 2, "run-p2")
+    await view.queue_run(3, "run-waits-p3")
+    await view.queue_run(4, "run-waits-p0")
+    older = await dead_letter(view, 5, "TimeoutError: p1", "1000-0")
+    newer = await dead_letter(view, 6, "TimeoutError: p2", "2000-0")
+
+    body = await view.get()
+    runner_view = body["services"]["runner"]
+    assert runner_view["lag"] == 2  # one undelivered command in each of two partitions
+    assert runner_view["pending_count"] == 2
+    pending = runner_view["pending"]
+    assert [(p["stream"], p["consumer"]) for p in pending] == [
+        (keys.run_commands_of(1), "dead-runner"),
+        (keys.run_commands_of(2), "dead-runner"),
+    ]  # oldest first, each from its own partition's stream
+    # each pending entry was read back from its own stream to find its run
+    assert reason_of(body, "run-p1") == "pending on dead consumer dead-runner"
+    assert reason_of(body, "run-p2") == "pending on dead consumer dead-runner"
+    assert reason_of(body, "run-waits-p3") == "no live consumer in group runners"
+    dead = runner_view["dead_letters"]
+    assert [(d["id"], d["stream"], d["task_id"]) for d in dead] == [
+        (newer, keys.run_commands_of(6), 6),
+        (older, keys.run_commands_of(5), 5),
+    ]  # newest first over both partitions' dead letters
+
+
+async def test_the_merged_pending_entries_and_dead_letters_stay_bounded_overall(
+    view: JobsView, runner: SlowRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs_api, "PENDING_LIMIT", 3)
+    monkeypatch.setattr(jobs_api, "DEAD_LETTER_LIMIT", 2)
+    queued = [
+        (await queue_on_a_dead_consumer(view, task_id, f"run-{task_id}", f"{n}-0"), task_id)
+        for n, task_id in enumerate((1, 2, 3, 5, 6), start=1000)  # partitions 1, 2, 3, 1, 2
+    ]
+    letters = [await dead_letter(view, t, "boom", f"{n}-0") for n, t in enumerate((1, 2, 3), 1)]
+
+    runner_view = (await view.get())["services"]["runner"]
+    assert runner_view["pending_count"] == 5  # the groups' own count, not the rows shown
+    assert [(p["id"], p["stream"]) for p in runner_view["pending"]] == [
+        (entry_id, view.keys.run_commands_of(task_id)) for entry_id, task_id in queued[:3]
+    ]  # the three oldest over all partitions
+    assert [d["id"] for d in runner_view["dead_letters"]] == letters[:0:-1]  # the 2 newest
+
+
+async def test_a_pre_partition_run_stream_is_reported_while_it_exists(
+    view: JobsView, runner: SlowRunner
+) -> None:
+    legacy = view.keys.legacy_run_commands
+    await view.redis.xgroup_create(legacy, RUNNERS_GROUP, id="0", mkstream=True)
+    command = RunAgent(task_id=1, run_id="run-old", fence=1, question="q")
+    await view.redis.xadd(legacy, {"data": encode(command)})
+    await view.queue_run(2, "run-new")
+    await view.redis.xadd(view.keys.dead_letters(legacy), {"reason": "old", "source_id": "1-0"})
+
+    runner_view = (await view.get())["services"]["runner"]
+    assert runner_view["streams"] == [*view.keys.run_command_streams(), legacy]
+    assert runner_view["lag"] == 2  # one command in the old stream, one in partition 2
+    [old_letter] = runner_view["dead_letters"]
+    assert (old_letter["stream"], old_letter["reason"]) == (legacy, "old")
+    assert not any("not exist" in note for note in runner_view["notes"])
+
+    await view.redis.delete(legacy)  # drained and removed after the upgrade
+    runner_view = (await view.get())["services"]["runner"]
+    assert runner_view["streams"] == view.keys.run_command_streams()
+    assert runner_view["lag"] == 1
+    assert len(runner_view["dead_letters"]) == 1  # its dead letters outlive it

@@ -43,10 +43,14 @@ async def test_consumer_without_registry_writes_nothing(
         seen.append(entry_id)
 
     consumer = GroupConsumer(
-        redis=redis_client, keys=keys, stream=keys.run_commands, group=RUNNERS_GROUP, handler=handle
+        redis=redis_client,
+        keys=keys,
+        stream=keys.run_commands(0),
+        group=RUNNERS_GROUP,
+        handler=handle,
     )
     await consumer.ensure_group()
-    entry = await redis_client.xadd(keys.run_commands, {"data": "{}"})
+    entry = await redis_client.xadd(keys.run_commands(0), {"data": "{}"})
     await consumer.run(burst=True)
     assert seen == [entry]
     assert [k async for k in redis_client.scan_iter(match=f"{keys.namespace}:workers:*")] == []

@@ -55,7 +55,7 @@ class Worker:
         self.consumer = GroupConsumer(
             redis=self.redis,
             keys=self.keys,
-            stream=self.keys.run_commands,
+            stream=self.keys.run_commands(0),
             group=GROUP,
             handler=self.handle,
             options=self.options,
@@ -65,7 +65,7 @@ class Worker:
         )
 
     async def handle(self, entry_id: str, _fields: dict[str, str]) -> None:
-        stream = self.keys.run_commands
+        stream = self.keys.run_commands(0)
         [pending] = await self.redis.xpending_range(stream, GROUP, entry_id, entry_id, 1)
         self.handled.append((entry_id, int(pending["times_delivered"])))
 
@@ -111,7 +111,7 @@ async def worker(valkey: OwnValkey, keys: Keys) -> AsyncIterator[Worker]:
 
 
 async def add(admin: aioredis.Redis, keys: Keys, job: str) -> str:
-    return str(await admin.xadd(keys.run_commands, {"job": job}))
+    return str(await admin.xadd(keys.run_commands(0), {"job": job}))
 
 
 async def cut(valkey: OwnValkey, admin: aioredis.Redis) -> int:
@@ -134,7 +134,7 @@ async def restart(
 
 
 async def pending(admin: aioredis.Redis, keys: Keys) -> int:
-    return int((await admin.xpending(keys.run_commands, GROUP))["pending"])
+    return int((await admin.xpending(keys.run_commands(0), GROUP))["pending"])
 
 
 async def all_acked(admin: aioredis.Redis, keys: Keys) -> None:
@@ -187,7 +187,7 @@ async def test_a_consumer_rides_out_a_restart_that_keeps_the_data(
     second = await add(admin, keys, "after")
     await handled_in_order(worker, [first, second])
     await all_acked(admin, keys)
-    assert [g["name"] for g in await admin.xinfo_groups(keys.run_commands)] == [GROUP]
+    assert [g["name"] for g in await admin.xinfo_groups(keys.run_commands(0))] == [GROUP]
 
 
 async def test_a_consumer_recreates_its_group_when_redis_comes_back_empty(
@@ -196,12 +196,12 @@ async def test_a_consumer_recreates_its_group_when_redis_comes_back_empty(
     first = await add(admin, keys, "before")
     await handled_in_order(worker, [first])
     await restart(valkey, admin, keep_data=False)
-    assert await admin.exists(keys.run_commands) == 0  # everything is gone, the group too
+    assert await admin.exists(keys.run_commands(0)) == 0  # everything is gone, the group too
     # the group is back, made by the consumer (XREADGROUP answered NOGROUP) ...
     await eventually(
-        lambda: admin.exists(keys.run_commands), message="the consumer never made its group"
+        lambda: admin.exists(keys.run_commands(0)), message="the consumer never made its group"
     )
-    assert [g["name"] for g in await admin.xinfo_groups(keys.run_commands)] == [GROUP]
+    assert [g["name"] for g in await admin.xinfo_groups(keys.run_commands(0))] == [GROUP]
     # ... from the start of the stream, so nothing added since is missed
     second = await add(admin, keys, "after")
     await handled_in_order(worker, [first, second])
@@ -221,7 +221,7 @@ async def test_an_entry_handled_while_redis_was_away_is_acked_once_it_is_back(
 
     client = connect_redis(valkey.url)
     consumer = GroupConsumer(
-        client, keys, keys.run_commands, GROUP, slow, ConsumerOptions(block_ms=50), name="w"
+        client, keys, keys.run_commands(0), GROUP, slow, ConsumerOptions(block_ms=50), name="w"
     )
     stop = asyncio.Event()
     task = asyncio.create_task(consumer.run(stop))

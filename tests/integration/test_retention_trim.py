@@ -40,7 +40,7 @@ from tests.redisclock import until_redis_clock_passes
 async def test_pending_commands_survive_a_trim_and_stay_claimable(
     redis_client: aioredis.Redis, keys: Keys
 ) -> None:
-    stream = keys.run_commands
+    stream = keys.run_commands(0)
     await redis_client.xgroup_create(stream, RUNNERS_GROUP, id="0", mkstream=True)
     ids = [await redis_client.xadd(stream, {"type": "run", "data": f"c{n}"}) for n in range(6)]
     # a live consumer handles c0, c1; a consumer that dies takes c2; the live one handles c3
@@ -93,12 +93,12 @@ async def test_pending_commands_survive_a_trim_and_stay_claimable(
 async def test_a_command_stream_without_a_group_is_kept_whole(
     redis_client: aioredis.Redis, keys: Keys
 ) -> None:
-    ids = [await redis_client.xadd(keys.run_commands, {"n": str(n)}) for n in range(3)]
+    ids = [await redis_client.xadd(keys.run_commands(0), {"n": str(n)}) for n in range(3)]
     await until_redis_clock_passes(redis_client)
 
     await Trimmer(redis_client, keys, NoArchive(), retention_s=0).run_once()
 
-    assert [i for i, _ in await redis_client.xrange(keys.run_commands)] == ids
+    assert [i for i, _ in await redis_client.xrange(keys.run_commands(0))] == ids
 
 
 # ---------------------------------------------------------------- partition logs, task streams
@@ -144,7 +144,7 @@ async def test_only_archived_entries_leave_the_logs_and_task_streams(
     assert trim_line("would trim", 6, keys.partition_log(2)) in dry_out
     assert trim_line("would trim", 2, keys.task_events(9)) in dry_out
     assert trim_line("would trim", 6, keys.task_events(2)) in dry_out
-    assert f"kept            -  {keys.run_commands}  (no consumer group yet" in dry_out
+    assert f"kept            -  {keys.run_commands(0)}  (no consumer group yet" in dry_out
     assert "would trim 28 entries" in dry_out  # 8 + 6 from logs, 3 + 3 + 2 + 6 from tasks
     assert await redis_client.xlen(keys.partition_log(1)) == 18  # a dry run changes nothing
     assert await redis_client.xlen(keys.task_events(2)) == 6

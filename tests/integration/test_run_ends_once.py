@@ -112,12 +112,14 @@ async def test_a_failing_dead_letter_hook_does_not_end_the_consumer(
 
     consumer.on_dead_letter = broken_hook
     await consumer.ensure_group()
-    entry_id = await redis_client.xadd(keys.run_commands, {"type": "run", "data": "x"})
-    await redis_client.xreadgroup(consumer.group, "gone", {keys.run_commands: ">"})
+    entry_id = await redis_client.xadd(keys.run_commands(0), {"type": "run", "data": "x"})
+    await redis_client.xreadgroup(consumer.group, "gone", {keys.run_commands(0): ">"})
     for _ in range(kit.settings.consumer_max_deliveries):  # deliveries to a consumer that died
-        await redis_client.xclaim(keys.run_commands, consumer.group, "gone", 0, [entry_id])
+        await redis_client.xclaim(keys.run_commands(0), consumer.group, "gone", 0, [entry_id])
 
-    await consumer._dead_letter(entry_id, {"type": "run", "data": "x"}, 6)  # raises nothing
+    await consumer._dead_letter(
+        keys.run_commands(0), entry_id, {"type": "run", "data": "x"}, 6
+    )  # raises nothing
 
-    letters = await redis_client.xrange(keys.dead_letters(keys.run_commands))
+    letters = await redis_client.xrange(keys.dead_letters(keys.run_commands(0)))
     assert [fields["source_id"] for _id, fields in letters] == [entry_id]

@@ -5,39 +5,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from libs.events import Keys
-from tests.integration.inprocess import InProcessStack, in_process_stack
-
-
-@pytest.fixture
-def redis_url(valkey_server: Any) -> str:
-    """How waiters read does not depend on the Redis server: the embedded Valkey is enough."""
-    url: str = valkey_server.connection_url
-    return url
-
+from tests.integration.conftest import StartStack
+from tests.integration.inprocess import InProcessStack
 
 WAITERS = 24
 
 
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'readmodels.db'}"
-
-
-@pytest.fixture
-async def stack(
-    redis_url: str, database_url: str, keys: Keys, tmp_path: Path
-) -> AsyncIterator[InProcessStack]:
-    # every run stays busy a second: the waiters are all waiting at the same time
-    async with in_process_stack(
-        redis_url, database_url, keys, str(tmp_path), test_hold_seconds=1.0
-    ) as running:
+async def stack(gateway_stack: StartStack) -> AsyncIterator[InProcessStack]:
+    """How waiters read does not depend on the Redis server. Every run stays busy a second:
+    the waiters are all waiting at the same time."""
+    async with gateway_stack(test_hold_seconds=1.0) as running:
         yield running
 
 
@@ -50,8 +32,9 @@ async def event_reader_connections(redis_url: str, namespace: str) -> int:
 
 
 async def test_waiters_share_the_gateways_reader_and_each_gets_its_own_outcome(
-    stack: InProcessStack, redis_url: str
+    stack: InProcessStack,
 ) -> None:
+    redis_url = stack.settings.redis_url
     task_ids = [await stack.new_task(f"task {n}") for n in range(WAITERS)]
     before = await event_reader_connections(redis_url, stack.settings.namespace)
     waiting = [

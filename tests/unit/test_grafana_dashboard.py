@@ -1,8 +1,9 @@
 """deploy/grafana/ragpoc-dashboard.json: valid dashboard JSON on the `datasource` variable, with
 the panels the Operation Manual promises, PromQL that Prometheus parses (through `promtool check
 rules`), and only metric names the services expose: the gateway's /metrics page (in process,
-over a real Valkey, with the command streams' groups created) together with the runner's,
-the projector's and the ingestor's metrics, which share this process's default registry.
+over a real Valkey, with the command streams' groups created, the runners' on every partition)
+together with the runner's, the projector's and the ingestor's metrics, which share this
+process's default registry.
 
 The e2e Prometheus test checks the same names against what a real Prometheus scraped from a
 real stack, service by service."""
@@ -117,7 +118,7 @@ def exposed(valkey_server: Any, tmp_path: Path) -> set[str]:
     keys = Keys(f"t{uuid.uuid4().hex[:10]}", 4)
     client = redis.Redis.from_url(valkey_server.connection_url)
     for stream, group in (
-        (keys.run_commands, RUNNERS_GROUP),
+        *((stream, RUNNERS_GROUP) for stream in keys.run_command_streams()),
         (keys.ingest_commands, INGESTORS_GROUP),
     ):
         client.xgroup_create(stream, group, id="0", mkstream=True)

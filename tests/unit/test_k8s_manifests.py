@@ -1,7 +1,8 @@
 """The Kubernetes manifests in `deploy/k8s/`: the base and the example overlay render (with the
 small kustomize renderer in `tests.k8s_render`), every object passes the Kubernetes and KEDA
 schemas, and the objects fit each other and rag-poc (`tests.k8s_checks`). Each check is also
-shown to catch a broken manifest, and the projector's exec probe is run for real."""
+shown to catch a broken manifest, and the projector's exec probe is run for real
+(`test_k8s_keda.py` evaluates the runner's KEDA queries over a real Valkey)."""
 
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ def test_the_overlay_patches_the_base(rendered: dict[str, list[Manifest]]) -> No
     assert runner["resources"]["limits"] == {"cpu": "2", "memory": "1Gi"}
     assert runner["command"] == ["ragpoc", "runner"]  # merged by name, not replaced
     secret = find(example, "Secret", "ragpoc-secrets")["stringData"]
-    assert secret["REDIS_PASSWORD"] == "example-redis-password"
+    assert secret["REDIS_URL"].startswith("redis://:example-redis-password@")
     assert secret["OPENAI_API_KEY"] == "mock-key"  # kept from the base
 
 
@@ -164,7 +165,7 @@ BREAKAGES = {
     ),
     "wrong type": (_set("Deployment/gateway", "spec replicas", "two"), "Kubernetes schema"),
     "KEDA metadata not a string": (
-        _set("ScaledObject/runner", "spec triggers 0 metadata pendingEntriesCount", 24),
+        _set("ScaledObject/runner", "spec triggers 0 metadata threshold", 24),
         "KEDA schema",
     ),
     "unknown KEDA field": (_set("ScaledObject/runner", "spec minReplicas", 1), "KEDA schema"),
@@ -192,14 +193,39 @@ BREAKAGES = {
         _set("ConfigMap/ragpoc-config", "data RAGPOC_LOCK_TTL_MS", "90000"),
         "its environment is refused",
     ),
-    "stream of another namespace": (
-        _set("ConfigMap/ragpoc-config", "data RAGPOC_NAMESPACE", "other"),
-        "'other:cmd:run'",
+    "trigger on a gauge nobody serves": (
+        _set(
+            "ScaledObject/runner",
+            "spec triggers 1 metadata query",
+            'max(ragpoc_stream_lagg{service="runner"})',
+        ),
+        "reads ragpoc_stream_lagg",
     ),
-    "wrong consumer group": (
-        _set("ScaledObject/runner", "spec triggers 1 metadata consumerGroup", "runner"),
-        "'runners'",
+    "trigger on the ingestors' gauge": (
+        _set(
+            "ScaledObject/runner",
+            "spec triggers 1 metadata query",
+            'max(ragpoc_stream_lag{service="ingestor"})',
+        ),
+        "not the runners'",
     ),
+    "gauge summed over the gateways": (
+        _set(
+            "ScaledObject/runner",
+            "spec triggers 0 metadata query",
+            'sum(ragpoc_stream_pending{service="runner"})',
+        ),
+        "is not max(gauge",
+    ),
+    "one partition's stream only": (
+        _set("ScaledObject/runner", "spec triggers 1 type", "redis-streams"),
+        "not prometheus",
+    ),
+    "missing gauges read as zero": (
+        _set("ScaledObject/runner", "spec triggers 0 metadata ignoreNullValues", "true"),
+        "ignoreNullValues false",
+    ),
+    "no fallback": (_set("ScaledObject/runner", "spec fallback", None), "no fallback"),
     "scales another Deployment": (
         _set("ScaledObject/runner", "spec scaleTargetRef name", "gateway"),
         "not the runner Deployment",
@@ -207,10 +233,6 @@ BREAKAGES = {
     "runner with fixed replicas": (
         _set("Deployment/runner", "spec replicas", 2),
         "fight KEDA's",
-    ),
-    "KEDA's password out of step": (
-        _set("Secret/ragpoc-secrets", "stringData REDIS_PASSWORD", "old"),
-        "differ from REDIS_URL's",
     ),
     "missing secret key": (
         _set("Secret/ragpoc-secrets", "stringData DATABASE_URL", None),

@@ -14,11 +14,18 @@ const table = (caption, head, rows, empty) => rows.length
   : el("p", { class: "muted" }, empty);
 const ago = (iso) => (iso ? `${Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000))} s ago` : "");
 const clock = (iso) => (iso ? new Date(iso).toLocaleTimeString() : "");
+// the runners read one stream per partition: name one stream, or count them and show the first
+const streamsOf = (s) => {
+  const streams = s.streams || [];
+  return streams.length === 1
+    ? [" — stream ", el("code", {}, streams[0])]
+    : [` — ${streams.length} streams (`, el("code", {}, streams[0] || ""), ", …)"];
+};
 const stat = (name, value, label) => el("div", {}, el("div", { class: "stat", "data-stat": name }, value), el("div", { class: "muted" }, label));
 
 function service(name, s) {
   return el("section", { class: "card", "aria-labelledby": `svc-${name}`, "data-service": name },
-    el("h3", { id: `svc-${name}` }, `${name}`, el("span", { class: "muted" }, " — stream ", el("code", {}, s.stream), ", group ", el("code", {}, s.group))),
+    el("h3", { id: `svc-${name}` }, `${name}`, el("span", { class: "muted" }, ...streamsOf(s), ", group ", el("code", {}, s.group))),
     el("div", { class: "stats" },
       stat("workers", String((s.workers || []).length), "live workers"),
       stat("lag", s.lag === null ? "?" : String(s.lag), "queue lag"),
@@ -32,12 +39,12 @@ function service(name, s) {
         w.current_entry ? el("code", {}, w.current_entry) : "idle", ago(w.seen), fmtTime(w.started_at)]),
       "No live workers: queued work will wait until one starts."),
     el("h4", {}, "Pending entries"),
-    table(`${name} pending`, ["Entry", "Consumer", "Idle", "Deliveries", "Consumer alive"],
-      (s.pending || []).map((p) => [el("code", {}, p.id), p.consumer, `${Math.round(p.idle_ms / 1000)} s`,
+    table(`${name} pending`, ["Entry", "Stream", "Consumer", "Idle", "Deliveries", "Consumer alive"],
+      (s.pending || []).map((p) => [el("code", {}, p.id), el("code", {}, p.stream || ""), p.consumer, `${Math.round(p.idle_ms / 1000)} s`,
         String(p.deliveries), p.consumer_live ? "yes" : "no (will be reclaimed)"]), "None."),
     el("h4", {}, "Dead letters"),
-    table(`${name} dead letters`, ["Entry", "Source entry", "Deliveries", "Reason"],
-      (s.dead_letters || []).map((d) => [el("code", {}, d.id), el("code", {}, d.source_id || ""),
+    table(`${name} dead letters`, ["Entry", "Stream", "Source entry", "Deliveries", "Reason"],
+      (s.dead_letters || []).map((d) => [el("code", {}, d.id), el("code", {}, d.stream || ""), el("code", {}, d.source_id || ""),
         String(d.deliveries ?? ""), d.reason]), "None."));
 }
 
