@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,15 +119,7 @@ class Stack:
                 raise BenchError(f"{name} exited with code {process.returncode}")
 
     def _wait_healthy(self, url: str, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            self.check_alive()
-            try:
-                if httpx.get(f"{url}/health", timeout=1, trust_env=False).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise BenchError(f"{url}/health did not answer within 60 s")
+        wait_healthy(url, deadline, self.check_alive)
 
     def pids(self) -> dict[str, list[int]]:
         """Process ids by CPU-accounting group."""
@@ -191,6 +184,20 @@ async def _create_schema(url: str) -> None:
 
 
 CLOCK_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def wait_healthy(url: str, deadline: float, check_alive: Callable[[], None]) -> None:
+    """Until `url`/health answers 200 (BenchError at `deadline`, or once `check_alive`
+    raises because a process of the stack exited)."""
+    while time.monotonic() < deadline:
+        check_alive()
+        try:
+            if httpx.get(f"{url}/health", timeout=1, trust_env=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise BenchError(f"{url}/health did not answer in time")
 
 
 def _cpu_seconds(pid: int) -> float:

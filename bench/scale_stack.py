@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import httpx
 import redis
 
-from bench.admission_stack import BenchError, _create_schema, cpu_snapshot
+from bench.admission_stack import BenchError, _create_schema, cpu_snapshot, wait_healthy
 from libs.common.settings import ENVIRONMENT
 from services.cli.supervisor import start_valkey
 from services.cli.valkey_cluster import LocalCluster
@@ -186,15 +185,7 @@ class Services:
                 raise BenchError(f"{name} exited with code {process.returncode}: {self.tail()}")
 
     def _wait_healthy(self, url: str, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            self.check_alive()
-            try:
-                if httpx.get(f"{url}/health", timeout=1, trust_env=False).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise BenchError(f"{url}/health did not answer within {HEALTH_TIMEOUT_S:.0f} s")
+        wait_healthy(url, deadline, self.check_alive)
 
     def tail(self, chars: int = 1500) -> str:
         logs = sorted(self.tmp.glob("*.log"))

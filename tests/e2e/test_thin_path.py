@@ -74,23 +74,11 @@ def test_the_thin_path_and_the_lock_smoke_through_real_processes_then_a_clean_ct
 ) -> None:
     with httpx.Client(base_url=stack.base_url, timeout=10) as api:
         check_thin_path(api, stack)
-    smoke = subprocess.run(
-        [sys.executable, "scripts/run_lock_smoke.py", "--base-url", stack.base_url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert smoke.returncode == 0, smoke.stdout + smoke.stderr
-    assert "PASS: " in smoke.stdout
-    assert "one run accepted (202), one refused (409" in smoke.stdout
-    rag = subprocess.run(  # ingest -> search -> run -> an answer with its sources
-        [sys.executable, "scripts/run_e2e_integration.py", "--base-url", stack.base_url],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert rag.returncode == 0, rag.stdout + rag.stderr
-    assert "OK: the retrieved text is in the run's response" in rag.stdout
+    smoke = run_script("scripts/run_lock_smoke.py", stack.base_url)
+    assert "PASS: " in smoke
+    assert "one run accepted (202), one refused (409" in smoke
+    rag = run_script("scripts/run_e2e_integration.py", stack.base_url)  # ingest, search, run
+    assert "OK: the retrieved text is in the run's response" in rag
 
     children = descendants(stack.process.pid)
     assert len(children) >= 5  # mockai, projector, ingestor, runner, gateway (+ valkey)
@@ -98,6 +86,18 @@ def test_the_thin_path_and_the_lock_smoke_through_real_processes_then_a_clean_ct
     assert stack.process.wait(timeout=30) == 0
     survivors = [pid for pid in children if alive(pid)]
     assert survivors == [], f"left behind: {survivors}\n{stack.log.read_text()[-3000:]}"
+
+
+def run_script(script: str, base_url: str) -> str:
+    """What `script --base-url base_url` prints; it must exit 0."""
+    done = subprocess.run(
+        [sys.executable, script, "--base-url", base_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
 
 
 def check_thin_path(api: httpx.Client, stack: UpProcess) -> None:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis
 from redis.asyncio.cluster import RedisCluster
 
+from libs.events.redis_conn import _stream_keys, connect_redis, detect_cluster, is_cluster
 from services.cli.valkey_cluster import ClusterError, LocalCluster
+from tests.conftest import free_port
 
 
 @pytest.fixture
@@ -119,3 +122,25 @@ def test_a_node_that_is_not_ready_is_named_in_the_error(
 
     with pytest.raises(ClusterError, match=r"node 127\.0\.0\.1:\d+ is not ready in 1\.0s"):
         cluster.wait_ready(timeout_s=1.0)
+
+
+def test_the_services_tell_a_cluster_node_from_a_single_server(
+    valkey_cluster: LocalCluster, valkey_server: Any
+) -> None:
+    assert detect_cluster(valkey_cluster.url)
+    assert not detect_cluster(valkey_server.connection_url)
+    unreachable = f"redis://127.0.0.1:{free_port()}/0"
+    assert not detect_cluster(unreachable, timeout_s=0.5)  # a warning, and a single server
+    assert is_cluster(connect_redis(valkey_cluster.url))  # RAGPOC_REDIS_CLUSTER=auto
+    assert not is_cluster(connect_redis(valkey_server.connection_url))
+    assert not is_cluster(connect_redis(valkey_cluster.url, cluster=False))  # said so
+
+
+def test_the_slot_of_a_stream_read_is_read_off_its_streams_arguments() -> None:
+    assert _stream_keys(("COUNT", 5, "BLOCK", 100, "STREAMS", "a{p1}", "b{p1}", "0", "0")) == [
+        "a{p1}",
+        "b{p1}",
+    ]
+    group_read = (b"GROUP", b"runners", b"c1", b"COUNT", 2, b"STREAMS", b"x{p3}", b">")
+    assert _stream_keys(group_read) == [b"x{p3}"]
+    assert _stream_keys(("GET", "k")) == []
