@@ -32,7 +32,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 __all__ = ["Backoff", "FailureStreak", "is_nogroup", "is_transient", "pause"]
 
 # Replies of a server that is restarting, failing over or came back without a consumer group.
-_TRANSIENT_REPLIES = ("NOGROUP", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+# UNBLOCKED: the stream a blocking XREADGROUP waited on was deleted meanwhile (Redis >= 7)
+_TRANSIENT_REPLIES = ("NOGROUP", "UNBLOCKED", "LOADING", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -49,8 +50,9 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def is_nogroup(exc: BaseException) -> bool:
-    """The consumer group (or its stream) does not exist: recreate it with MKSTREAM."""
-    return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
+    """The consumer group (or its stream) does not exist, or the stream was deleted under a
+    blocking read: recreate it with MKSTREAM."""
+    return isinstance(exc, ResponseError) and str(exc).startswith(("NOGROUP", "UNBLOCKED"))
 
 
 @dataclass

@@ -65,6 +65,9 @@ class Settings(EnvSettings, frozen=True, kw_only=True):
     log_format: str = "auto"
     consumer_block_ms: int = 1000
     projector_linger_ms: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 10
+    projector_partitions: Annotated[str, msgspec.Meta(pattern=r"^(\d+(-\d+)?(,\d+(-\d+)?)*)?$")] = (
+        ""
+    )
     consumer_min_idle_ms: int = 60_000  # at least 1.5 x lock_ttl_ms: see check_lease_timing
     consumer_max_deliveries: int = 5
     consumer_drain_s: float = 30.0
@@ -205,6 +208,11 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "RAGPOC_PROJECTOR_LINGER_MS": (
         "projector_linger_ms",
         "after a projector step, wait this long for more events to fold in one transaction",
+    ),
+    "RAGPOC_PROJECTOR_PARTITIONS": (
+        "projector_partitions",
+        "the partitions this projector follows, e.g. 0-7 or 0,2,4 (all when unset): several "
+        "projectors then share the logs",
     ),
     "RAGPOC_CONSUMER_MIN_IDLE_MS": (
         "consumer_min_idle_ms",

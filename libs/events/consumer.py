@@ -67,6 +67,8 @@ class GroupConsumer:
     # optional heartbeat into the worker registry (`GET /api/jobs`); `service` defaults to group
     registry: WorkerRegistry | None = None
     service: str = ""
+    # streams read only while they exist (an earlier version's): never created, dropped once gone
+    fading: frozenset[str] = frozenset()
     in_hand: InHand = field(init=False)
     # what the next step does first: create the group (at start, after NOGROUP), re-read this
     # consumer's own pending entries (at start, after a Redis error)
@@ -78,18 +80,28 @@ class GroupConsumer:
     def __post_init__(self) -> None:
         self._claims = ClaimKeeper(self.redis, self.group, self.name, self.options.min_idle_ms)
         self.in_hand = InHand(self.options.concurrency)
-        self.streams = [self.stream] if isinstance(self.stream, str) else list(self.stream)
+        self._follow([self.stream] if isinstance(self.stream, str) else list(self.stream))
+
+    def _follow(self, streams: list[str]) -> None:
+        self.streams = streams
         groups = read_groups(self.redis, self.streams)
         self._reads = GroupReads(self.redis, self.group, self.name, groups)
         self._label = self.streams[0] if len(self.streams) == 1 else f"{len(self.streams)} streams"
 
     async def ensure_group(self) -> None:
+        gone = []
         for stream in self.streams:
+            fading = stream in self.fading
             try:
-                await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
+                await self.redis.xgroup_create(stream, self.group, id="0", mkstream=not fading)
             except aioredis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
+                if fading and "BUSYGROUP" not in str(exc):  # the key is gone: so is the stream
+                    gone.append(stream)
+                elif "BUSYGROUP" not in str(exc):
                     raise
+        if gone:
+            log.info("consumer.stream_gone", streams=gone, group=self.group)
+            self._follow([stream for stream in self.streams if stream not in gone])
         self._group_ready = True
 
     async def run(self, stop: asyncio.Event | None = None, *, burst: bool = False) -> None:

@@ -171,12 +171,22 @@ class TrimReport:
 
 class Trimmer:
     def __init__(
-        self, redis: aioredis.Redis, keys: Keys, archive: ArchiveBounds, retention_s: float
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        archive: ArchiveBounds,
+        retention_s: float,
+        *,
+        partitions: Sequence[int] | None = None,
     ) -> None:
+        """Trims the logs and task streams of `partitions` (every one by default); the
+        command and doc streams too when partition 0 is among them, so projectors that share
+        the partitions trim each stream once."""
         self.redis = redis
         self.keys = keys
         self.archive = archive
         self.retention_s = retention_s
+        self.partitions = list(range(keys.partitions) if partitions is None else partitions)
         self._scan_below = redis.register_script(_SCAN_BELOW)
         self._trim_task = redis.register_script(_TRIM_TASK)
 
@@ -187,7 +197,7 @@ class Trimmer:
         trims: list[StreamTrim] = []
         visited = 0
         positions = await self.archive.projected_positions()
-        for partition in range(self.keys.partitions):
+        for partition in self.partitions:
             log_trim, logged_tasks = await self._partition_log(
                 partition, cutoff, positions.get(partition, "0-0"), dry_run
             )
@@ -195,11 +205,13 @@ class Trimmer:
             task_trims, tasks = await self._task_streams(partition, cutoff, logged_tasks, dry_run)
             trims += task_trims
             visited += tasks
-        for stream in await self._command_streams():
-            keep = await self._group_bounds(stream)
-            trims.append(await self._trim("commands", stream, minid_bound(cutoff, keep), dry_run))
-        docs_bound = minid_bound(cutoff, [])
-        trims.append(await self._trim("docs", self.keys.doc_events, docs_bound, dry_run))
+        if 0 in self.partitions:
+            for stream in await self._command_streams():
+                keep = await self._group_bounds(stream)
+                bound = minid_bound(cutoff, keep)
+                trims.append(await self._trim("commands", stream, bound, dry_run))
+            docs_bound = minid_bound(cutoff, [])
+            trims.append(await self._trim("docs", self.keys.doc_events, docs_bound, dry_run))
         return TrimReport(cutoff, dry_run, tuple(trims), visited)
 
     async def _command_streams(self) -> list[str]:

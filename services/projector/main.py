@@ -19,6 +19,7 @@ the service that knows what has reached the SQL archive (or was parked).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 import structlog
@@ -27,7 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from libs.common import Settings
+from libs.common import Settings, SettingsError
 from libs.common.backoff import Backoff, FailureStreak, pause
 from libs.common.database import create_engine, create_schema
 from libs.common.shutdown import stop_on_signals
@@ -64,14 +65,23 @@ READ_COUNT = 500  # entries read from each partition log per step, at most
 
 
 class Projector:
-    def __init__(self, redis: aioredis.Redis, engine: AsyncEngine, keys: Keys) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        engine: AsyncEngine,
+        keys: Keys,
+        partitions: Sequence[int] | None = None,
+    ) -> None:
+        """Follows the logs of `partitions` (every partition by default): several projectors
+        with disjoint ranges (RAGPOC_PROJECTOR_PARTITIONS) share the work."""
         self.redis = redis
         self.engine = engine
         self.keys = keys
+        self.partitions = list(range(keys.partitions) if partitions is None else partitions)
         self.positions: dict[int, str] = {}
         self.backoff = Backoff()
         self.streak = FailureStreak(log, "projector.step_failed", "projector.recovered")
-        self._partition_of_log = {keys.partition_log(p): p for p in range(keys.partitions)}
+        self._partition_of_log = {keys.partition_log(p): p for p in self.partitions}
         # one XREAD for every log on a single server, one per log's slot on a cluster
         self.reader = CrossSlotReader(redis, READ_COUNT)
         self._started = False
@@ -167,7 +177,7 @@ class Projector:
         what arrives meanwhile is folded in one transaction rather than in one per handful of
         events (a step's cost is in its statements, not its events). A write arriving while
         the projector is idle is read at once; only the ones right behind it wait."""
-        log.info("projector.started", partitions=self.keys.partitions)
+        log.info("projector.started", partitions=_ranges(self.partitions))
         while not stop.is_set():
             try:
                 if not self._started:
@@ -186,6 +196,17 @@ class Projector:
                 await pause(stop, linger_ms / 1000)
         await self.reader.close()
         log.info("projector.stopped")
+
+
+def _ranges(partitions: Sequence[int]) -> str:
+    """[0, 1, 2, 5] as "0-2,5": what a log line says this projector follows."""
+    runs: list[list[int]] = []
+    for p in partitions:
+        if runs and p == runs[-1][-1] + 1:
+            runs[-1].append(p)
+        else:
+            runs.append([p])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
 
 
 def _dependency_error(exc: BaseException) -> bool:
@@ -217,12 +238,32 @@ async def trim_loop(trimmer: Trimmer, interval_s: float, stop: asyncio.Event) ->
         log.info("trim.pass", cutoff=report.cutoff, **report.counts())
 
 
+def partitions_to_follow(settings: Settings) -> list[int]:
+    """RAGPOC_PROJECTOR_PARTITIONS as the sorted partitions it names (every one when unset);
+    SettingsError for a partition outside 0..RAGPOC_PARTITIONS-1."""
+    if not settings.projector_partitions:
+        return list(range(settings.partitions))
+    chosen: set[int] = set()
+    for part in settings.projector_partitions.split(","):
+        low, _, high = part.partition("-")
+        chosen.update(range(int(low), int(high or low) + 1))
+    if not chosen or max(chosen) >= settings.partitions:
+        raise SettingsError(
+            f"RAGPOC_PROJECTOR_PARTITIONS={settings.projector_partitions} must name partitions "
+            f"within 0..{settings.partitions - 1} (RAGPOC_PARTITIONS={settings.partitions})"
+        )
+    return sorted(chosen)
+
+
 async def serve(settings: Settings) -> None:
     redis = connect_redis(settings.redis_url, cluster=settings.cluster_mode)
     engine = projector_engine(settings.sqlalchemy_url)
     keys = Keys(settings.namespace, settings.partitions)
-    projector = Projector(redis, engine, keys)
-    trimmer = Trimmer(redis, keys, SqlArchive(engine), settings.stream_retention_s)
+    partitions = partitions_to_follow(settings)
+    projector = Projector(redis, engine, keys, partitions)
+    trimmer = Trimmer(
+        redis, keys, SqlArchive(engine), settings.stream_retention_s, partitions=partitions
+    )
     stop = stop_on_signals()
     try:
         await asyncio.gather(
@@ -235,5 +276,6 @@ async def serve(settings: Settings) -> None:
 
 
 def main(settings: Settings) -> None:
+    partitions_to_follow(settings)  # a bad RAGPOC_PROJECTOR_PARTITIONS stops it here
     metrics.serve_metrics(settings)
     asyncio.run(serve(settings))

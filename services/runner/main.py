@@ -100,6 +100,7 @@ def build_consumer(deps: RunDeps, streams: list[str] | None = None) -> GroupCons
         redis=deps.store.redis,
         keys=deps.store.keys,
         stream=deps.store.keys.run_command_streams() if streams is None else streams,
+        fading=frozenset([deps.store.keys.legacy_run_commands]),
         group=RUNNERS_GROUP,
         handler=handle,
         options=ConsumerOptions.from_settings(settings, concurrency=settings.runner_concurrency),

@@ -12,6 +12,7 @@ import pytest
 from libs.events import Keys
 from libs.events.codec import encode
 from services.runner.main import build_consumer, run_command_streams
+from tests.eventually import eventually
 from tests.integration.runnerkit import RunnerKit, runner_kit
 
 
@@ -41,12 +42,26 @@ async def test_a_run_queued_in_the_old_single_stream_before_the_upgrade_still_ru
     streams = await run_command_streams(kit.redis, keys)
     assert streams == [*keys.run_command_streams(), keys.legacy_run_commands]
     stop = asyncio.Event()
-    consuming = asyncio.create_task(build_consumer(kit.deps("runner"), streams).run(stop))
+    consumer = build_consumer(kit.deps("runner"), streams)
+    consuming = asyncio.create_task(consumer.run(stop))
     try:
         await kit.wait_for(5, "run.completed")
         await kit.wait_for(6, "run.completed")
+        await eventually(  # acked just after its run ended
+            lambda: kit.redis.xinfo_groups(keys.legacy_run_commands),
+            until=lambda groups: (
+                [(g["name"], g["pending"], g["lag"]) for g in groups] == [("runners", 0, 0)]
+            ),
+        )
+
+        # drained: the operator deletes it, and the runner stops reading it without making
+        # it again (nor failing), while the partition streams go on
+        await kit.redis.delete(keys.legacy_run_commands)
+        later = await kit.admit(7)
+        await kit.redis.xadd(keys.run_commands_of(7), {"type": "run", "data": encode(later)})
+        await kit.wait_for(7, "run.completed")
+        await eventually(lambda: consumer.streams, until=lambda s: s == keys.run_command_streams())
+        assert await kit.redis.exists(keys.legacy_run_commands) == 0
     finally:
         stop.set()
         await consuming
-    groups = await kit.redis.xinfo_groups(keys.legacy_run_commands)
-    assert [(g["name"], g["pending"], g["lag"]) for g in groups] == [("runners", 0, 0)]
