@@ -50,13 +50,17 @@ CLUSTER_MAX_CONNECTIONS_PER_NODE = 10_000
 
 def _closed_under_us(exc: BaseException) -> bool:
     """An error raised inside redis-py's or asyncio's connection code: on a connection error
-    the cluster client closes every node's connections (to rediscover the cluster), and a
-    command running on one of them at that moment fails with an AttributeError, TypeError or
-    RuntimeError from the closed transport instead of a ConnectionError."""
+    the cluster client closes every node's connections and forgets the cluster (to discover it
+    again), and a command running at that moment fails with an AttributeError, TypeError or
+    RuntimeError from the closed transport, or an AttributeError on a node that is None,
+    instead of a ConnectionError."""
     if not isinstance(exc, AttributeError | TypeError | RuntimeError):
         return False
-    frames = traceback.extract_tb(exc.__traceback__)
-    return any(frame.filename.endswith(_CONNECTION_CODE) for frame in frames[-3:])
+    frames = traceback.extract_tb(exc.__traceback__)[-3:]
+    if any(frame.filename.endswith(_CONNECTION_CODE) for frame in frames):
+        return True
+    forgotten = isinstance(exc, AttributeError) and "'NoneType'" in str(exc)
+    return forgotten and frames[-1].filename.endswith("redis/asyncio/cluster.py")
 
 
 _CONNECTION_CODE = (
@@ -67,13 +71,30 @@ _CONNECTION_CODE = (
 
 
 class _ClusterPipeline(ClusterPipeline):
-    async def execute(self, *args: Any, **kwargs: Any) -> list[Any]:
+    """Sent once, as a command is (see `connect_redis`): redis-py's own `execute` loops
+    `cluster_error_retry_attempts` times, and with 0 it never sends the pipeline at all."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        if not self._command_stack:
+            return []
+        client = self._client
         try:
-            return await super().execute(*args, **kwargs)
+            if client._initialize:
+                await client.initialize()
+            return await self._execute(
+                client,
+                self._command_stack,
+                raise_on_error=raise_on_error,
+                allow_redirections=allow_redirections,
+            )
         except Exception as exc:
+            if type(exc) in self.ERRORS_ALLOW_RETRY:
+                await client.aclose()  # as redis-py does: the next command learns the cluster anew
             if _closed_under_us(exc):
                 raise RedisConnectionError(f"connection closed under the pipeline: {exc}") from exc
             raise
+        finally:
+            self._command_stack = []
 
 
 class _FailoverSafeCluster(RedisCluster):
@@ -153,6 +174,13 @@ def connect_redis(
     if cluster:
         client = _FailoverSafeCluster.from_url(
             url,
+            # no silent resend after a connection error: the reply of a script that appended
+            # an event may be what was lost, and a resend appends it twice (seen in the failover
+            # test). A single-server client resends nothing either; every caller here decides
+            # what a lost reply means (the consumer re-reads its pending entries, a 202 is
+            # refused and undone, an outcome append is written once by its marker).
+            cluster_error_retry_attempts=0,
+            connection_error_retry_attempts=0,
             max_connections=max(max_connections, CLUSTER_MAX_CONNECTIONS_PER_NODE),
             decode_responses=True,
             health_check_interval=30,
